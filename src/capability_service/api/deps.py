@@ -1,0 +1,39 @@
+"""Dependencies of the routes, declared once as `Annotated` aliases."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+from fastapi import Depends, Header, HTTPException, Request, status
+
+if TYPE_CHECKING:
+    from capability_service.main import Services
+
+
+def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+ServicesDep = Annotated["Services", Depends(get_services)]
+
+
+def require_api_key(
+    services: ServicesDep,
+    x_api_key: Annotated[str | None, Header(alias="X-API-Key")] = None,
+) -> None:
+    if not services.api_keys.is_valid(x_api_key):
+        detail = "missing X-API-Key header" if not x_api_key else "invalid API key"
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail=detail, headers={"WWW-Authenticate": "ApiKey"})
+
+
+ApiKeyDep = Depends(require_api_key)
+
+
+def user_id_header(
+    x_user_id: Annotated[str | None, Header(alias="X-User-Id", max_length=128)] = None,
+) -> str | None:
+    return x_user_id or None
+
+
+UserIdDep = Annotated[str | None, Depends(user_id_header)]

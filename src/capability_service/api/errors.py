@@ -1,0 +1,59 @@
+"""Exception handlers: every expected failure is a 4xx/503 with `{"detail": "..."}` a person can act on."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from capability_service.jobs.errors import InvalidSubmission, JobConflict, JobNotFound, Unavailable
+from capability_service.jobs.store import JobStoreUnavailable
+
+log = logging.getLogger(__name__)
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    # Drop FastAPI's "body"/"query" prefix: callers know their own field names.
+    parts = [str(part) for part in loc if part not in ("body", "query", "header", "path")]
+    return ".".join(parts) or "request"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"field": _location(tuple(error.get("loc", ()))), "message": error.get("msg", "invalid")}
+            for error in exc.errors()
+        ]
+        detail = "; ".join(f"{error['field']}: {error['message']}" for error in errors)
+        return JSONResponse({"detail": detail, "errors": errors}, status_code=400)
+
+    @app.exception_handler(InvalidSubmission)
+    async def invalid_submission(request: Request, exc: InvalidSubmission) -> JSONResponse:
+        return JSONResponse(
+            {"detail": str(exc), "errors": [{"field": exc.field, "message": str(exc)}]}, status_code=400
+        )
+
+    @app.exception_handler(JobNotFound)
+    async def not_found(request: Request, exc: JobNotFound) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @app.exception_handler(JobConflict)
+    async def conflict(request: Request, exc: JobConflict) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=409)
+
+    @app.exception_handler(Unavailable)
+    async def unavailable(request: Request, exc: Unavailable) -> JSONResponse:
+        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
+        return JSONResponse({"detail": str(exc)}, status_code=503, headers=headers)
+
+    @app.exception_handler(JobStoreUnavailable)
+    async def store_down(request: Request, exc: JobStoreUnavailable) -> JSONResponse:
+        log.warning("job store unavailable: %s", exc)
+        return JSONResponse(
+            {"detail": f"the job store is unavailable: {exc}; try again shortly"},
+            status_code=503,
+            headers={"Retry-After": "5"},
+        )

@@ -1,0 +1,102 @@
+"""The AI job API: submit, status, result, cancel and a Server-Sent Events stream."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from capability_service.api.deps import ApiKeyDep, ServicesDep, UserIdDep
+from capability_service.jobs.errors import JobNotFound
+from capability_service.jobs.models import Job, JobStatus
+
+router = APIRouter(tags=["ai jobs"], dependencies=[ApiKeyDep])
+
+# SSE comment sent while nothing changes, so proxies and browsers keep the connection open.
+HEARTBEAT_SECONDS = 15
+
+JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+JobIdPath = Annotated[str, Path(pattern=JOB_ID_PATTERN, description="the job id")]
+
+
+class JobSubmission(BaseModel):
+    """A job as the front end submits it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    job_id: str | None = Field(None, pattern=JOB_ID_PATTERN)
+    user_id: str | None = Field(None, min_length=1, max_length=128)
+    type: str = Field(min_length=1, max_length=64)
+    config: dict[str, Any] = Field(default_factory=dict)
+    source_image_urls: list[Annotated[str, Field(min_length=1)]]
+
+
+@router.post("/ai/job", status_code=202)
+async def submit_job(submission: JobSubmission, services: ServicesDep) -> JSONResponse:
+    started = time.perf_counter()
+    job, created = await services.jobs.submit(
+        job_id=submission.job_id,
+        user_id=submission.user_id,
+        job_type=submission.type,
+        config=submission.config,
+        sources=submission.source_image_urls,
+    )
+    data = {**job.status_view(), "type": job.type, "user_id": job.user_id, "created": created}
+    body = {"success": True, "data": data, "execution_time_ms": round((time.perf_counter() - started) * 1000, 2)}
+    return JSONResponse(body, status_code=202)
+
+
+@router.get("/ai/job/{job_id}/status")
+async def job_status(job_id: JobIdPath, services: ServicesDep, user_id: UserIdDep) -> dict[str, Any]:
+    return (await services.jobs.get(job_id, user_id)).status_view()
+
+
+@router.get("/ai/job/{job_id}")
+async def job_result(job_id: JobIdPath, services: ServicesDep, user_id: UserIdDep) -> dict[str, Any]:
+    return (await services.jobs.get(job_id, user_id)).result_view()
+
+
+@router.post("/ai/job/{job_id}/cancel")
+async def cancel_job(job_id: JobIdPath, services: ServicesDep, user_id: UserIdDep) -> dict[str, Any]:
+    job = await services.jobs.cancel(job_id, user_id)
+    return {"success": True, "message": f"cancel requested for job {job_id}", "data": job.status_view()}
+
+
+def _event(job: Job) -> ServerSentEvent:
+    name = job.status.value if job.status.is_final else "progress"
+    return ServerSentEvent(data=json.dumps(job.status_view()), event=name, id=str(job.version))
+
+
+@router.get("/ai/job/{job_id}/stream")
+async def stream_job(
+    job_id: JobIdPath, request: Request, services: ServicesDep, user_id: UserIdDep
+) -> EventSourceResponse:
+    store = services.store
+
+    async def events() -> AsyncIterator[ServerSentEvent]:
+        # Subscribe before reading the current state, so no change can fall between the two.
+        async with store.subscribe(job_id) as snapshots:
+            try:
+                job = await services.jobs.get(job_id, user_id)
+            except JobNotFound as exc:
+                yield ServerSentEvent(data=json.dumps({"job_id": job_id, "detail": str(exc)}), event="error")
+                return
+            yield _event(job)
+            last_version = job.version
+            if job.status in (JobStatus.completed, JobStatus.failed, JobStatus.cancelled):
+                return
+            async for snapshot in snapshots:
+                if snapshot.version <= last_version:
+                    continue
+                last_version = snapshot.version
+                yield _event(snapshot)
+                if snapshot.status.is_final:
+                    return
+
+    return EventSourceResponse(events(), ping=HEARTBEAT_SECONDS, headers={"Cache-Control": "no-store"})

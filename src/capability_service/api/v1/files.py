@@ -1,0 +1,39 @@
+"""`GET /files/{key}`: results of the local storage backend, with content type and cache headers.
+
+No API key: browsers load these URLs in `<img>` tags. Keys contain the job id, so results are as
+private as job ids are; use the S3 backend with presigned URLs where that is not enough.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+
+from fastapi import APIRouter, HTTPException
+from fastapi.responses import FileResponse
+
+from capability_service.api.deps import ServicesDep
+from capability_service.storage.local import FILES_ROUTE, LocalStorage
+
+router = APIRouter(tags=["files"])
+
+_TYPES = {".webp": "image/webp", ".avif": "image/avif", ".png": "image/png", ".jpg": "image/jpeg"}
+
+
+@router.api_route(FILES_ROUTE + "/{key:path}", methods=["GET", "HEAD"])
+async def get_file(key: str, services: ServicesDep) -> FileResponse:
+    storage = services.storage
+    if not isinstance(storage, LocalStorage):
+        raise HTTPException(404, detail="results are not served by this service")
+    try:
+        path = storage.path_for(key)
+    except KeyError:
+        raise HTTPException(404, detail="no such file") from None
+    if not path.is_file():
+        raise HTTPException(404, detail="no such file")
+    media_type = _TYPES.get(path.suffix.lower()) or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    # A result key is written once per job image, so caches may keep it for a day.
+    return FileResponse(
+        path,
+        media_type=media_type,
+        headers={"Cache-Control": "public, max-age=86400", "X-Content-Type-Options": "nosniff"},
+    )

@@ -1,0 +1,74 @@
+"""`POST /api/v1/image/compress`: one uploaded image in, the compressed image out."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, HTTPException, UploadFile
+from fastapi.responses import Response
+from pydantic import ValidationError
+
+from capability_service.api.deps import ApiKeyDep, ServicesDep
+from capability_service.imaging.types import ImageError
+from capability_service.plugins.base import PluginDisabled, ProcessContext
+
+router = APIRouter(tags=["image"], dependencies=[ApiKeyDep])
+
+COMPRESS_HEADERS = [
+    "X-Original-Size",
+    "X-Result-Size",
+    "X-Original-Width",
+    "X-Original-Height",
+    "X-Result-Width",
+    "X-Result-Height",
+    "X-Compression-Ratio",
+    "X-Result-Format",
+]
+
+
+async def _no_extra_sources(url: str) -> bytes:
+    raise ImageError("image-compress reads no other sources")
+
+
+@router.post("/image/compress")
+async def compress(
+    services: ServicesDep,
+    file: Annotated[UploadFile, File(description="the image to compress")],
+    quality: Annotated[str, Form()] = "standard",
+    format: Annotated[str, Form()] = "webp",
+    max_size: Annotated[int | None, Form(alias="maxSize")] = None,
+) -> Response:
+    plugin = services.plugins.get("image-compress")
+    try:
+        plugin.ensure_enabled()
+    except PluginDisabled as exc:
+        raise HTTPException(503, detail=str(exc)) from None
+    fields: dict[str, object] = {"quality": quality, "format": format}
+    if max_size is not None:
+        fields["maxSize"] = max_size
+    try:
+        config = plugin.validate("compress", fields)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = ".".join(str(part) for part in error["loc"])
+        raise HTTPException(400, detail=f"{field}: {error['msg']}") from None
+    data = await file.read()
+    ctx = ProcessContext(run_cpu=services.cpu.run, read_source=_no_extra_sources)
+    try:
+        result = await plugin.process("compress", config, data, ctx)
+    except ImageError as exc:
+        raise HTTPException(422, detail=str(exc)) from None
+    meta = result.metadata
+    original_size = int(meta.get("original_bytes", len(data)))
+    headers = {
+        "X-Original-Size": str(original_size),
+        "X-Result-Size": str(len(result.data)),
+        "X-Original-Width": str(meta.get("original_width", "")),
+        "X-Original-Height": str(meta.get("original_height", "")),
+        "X-Result-Width": str(result.width),
+        "X-Result-Height": str(result.height),
+        "X-Compression-Ratio": f"{original_size / max(1, len(result.data)):.3f}",
+        "X-Result-Format": result.format,
+        "Content-Disposition": f'inline; filename="compressed.{result.format}"',
+    }
+    return Response(content=result.data, media_type=result.content_type, headers=headers)

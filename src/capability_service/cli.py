@@ -1,0 +1,52 @@
+"""`capability-service serve | worker`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from capability_service.core.config import ConfigError, load_settings
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from capability_service.main import create_app
+
+    try:
+        app = create_app(load_settings())
+    except ConfigError as exc:
+        print(f"capability-service: {exc}", file=sys.stderr)
+        return 2
+    # One process: the in-memory job engine lives in it. Scale out with JOB_BACKEND=redis instead.
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        timeout_graceful_shutdown=None,
+        proxy_headers=True,
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="capability-service", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the HTTP API (and, in memory mode, the job engine)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on [127.0.0.1]")
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on [8000]")
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.set_defaults(handler=_serve)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler = args.handler
+    result: int = handler(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,181 @@
+"""Service settings: environment variables and `.env`, plus plugin settings from a YAML file.
+
+The variable names are part of the contract with the front end (see the README); each field's
+name upper-cased is its environment variable.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from enum import StrEnum
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# The key that works out of the box in development. Production refuses to start with it.
+DEFAULT_DEV_API_KEY = "dev-key-change-me"
+
+_VAR_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class ConfigError(Exception):
+    """A setting is missing or invalid; the message names the setting."""
+
+
+class Environment(StrEnum):
+    development = "development"
+    production = "production"
+
+
+def _split_csv(value: Any) -> Any:
+    # Lists arrive from the environment as "a,b,c"; keep real lists (from code or YAML) as they are.
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+CsvList = Annotated[list[str], NoDecode]
+
+
+class Settings(BaseSettings):
+    """Everything the service reads from its environment."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
+
+    environment: Environment = Environment.development
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    # Security
+    api_keys: CsvList = Field(default_factory=lambda: [DEFAULT_DEV_API_KEY])
+    cors_origins: CsvList = Field(default_factory=lambda: ["http://localhost:3000"])
+
+    # Remote image model (Gemini generateContent protocol by default)
+    ai_provider: Literal["gemini", "openai"] = "gemini"
+    ai_api_base: str = "https://generativelanguage.googleapis.com/v1beta"
+    ai_api_key: SecretStr | None = None
+    ai_model: str = "models/gemini-2.5-flash-image"
+    # Google's own endpoint takes `x-goog-api-key`; most proxies want `Authorization: Bearer`.
+    ai_auth_scheme: Literal["x-goog-api-key", "bearer"] = "x-goog-api-key"
+    ai_target_width: int = Field(1500, ge=64, le=8192)
+    ai_target_height: int = Field(2000, ge=64, le=8192)
+    ai_default_temperature: float = Field(0.5, ge=0.0, le=2.0)
+    ai_timeout_seconds: float = Field(120.0, gt=0)
+    ai_max_concurrency: int = Field(4, ge=1, le=64)
+    ai_max_retries: int = Field(3, ge=0, le=10)
+    openai_api_base: str = "https://api.openai.com/v1"
+    openai_api_key: SecretStr | None = None
+    openai_model: str = "gpt-image-1"
+
+    # Storage
+    storage_backend: Literal["local", "s3"] = "local"
+    local_storage_dir: Path = Path("data/results")
+    public_base_url: str = "http://127.0.0.1:8000"
+    s3_endpoint_url: str | None = None
+    s3_region: str = "auto"
+    s3_bucket: str | None = None
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: SecretStr | None = None
+    s3_public_base_url: str | None = None
+    s3_presign_expires: int = Field(3600, ge=1, le=604800)
+
+    # Sources
+    source_allow_private_networks: bool = False
+    source_allowed_hosts: CsvList = Field(default_factory=list)
+    source_local_root: Path | None = None
+    source_max_bytes: int = Field(50 * 1024 * 1024, ge=1024)
+    source_connect_timeout_seconds: float = Field(5.0, gt=0)
+    source_timeout_seconds: float = Field(30.0, gt=0)
+    source_max_concurrency: int = Field(8, ge=1, le=64)
+
+    # Images
+    max_image_pixels: int = Field(50_000_000, ge=1)
+    max_upload_bytes: int = Field(50 * 1024 * 1024, ge=1024)
+
+    # Jobs
+    job_backend: Literal["memory", "redis"] = "memory"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    max_images_per_job: int = Field(100, ge=1, le=10_000)
+    max_concurrent_jobs: int = Field(2, ge=1, le=256)
+    max_images_in_flight: int = Field(4, ge=1, le=256)
+    job_queue_size: int = Field(100, ge=1)
+    job_result_ttl_seconds: int = Field(3600, ge=1)
+    job_store_max_jobs: int = Field(10_000, ge=1)
+    shutdown_grace_seconds: float = Field(30.0, ge=0)
+    cpu_executor: Literal["thread", "process"] = "thread"
+    cpu_workers: int = Field(default_factory=lambda: os.cpu_count() or 2, ge=1, le=256)
+
+    plugins_config: Path = Path("config/plugins.yaml")
+
+    _split = field_validator("api_keys", "cors_origins", "source_allowed_hosts", mode="before")(
+        _split_csv
+    )
+
+    @model_validator(mode="after")
+    def _refuse_default_keys_in_production(self) -> Settings:
+        if self.environment is Environment.production:
+            if not self.api_keys:
+                raise ValueError("API_KEYS must name at least one key when ENVIRONMENT=production")
+            if DEFAULT_DEV_API_KEY in self.api_keys:
+                raise ValueError(
+                    "API_KEYS still holds the development default key; set your own keys for production"
+                )
+        if any(len(key) < 8 for key in self.api_keys):
+            raise ValueError("API_KEYS: every key must be at least 8 characters long")
+        if self.storage_backend == "s3" and not self.s3_bucket:
+            raise ValueError("S3_BUCKET is required when STORAGE_BACKEND=s3")
+        return self
+
+    @cached_property
+    def plugin_settings(self) -> dict[str, dict[str, Any]]:
+        """Per-plugin settings from `PLUGINS_CONFIG` (a missing file means defaults for every plugin)."""
+        return load_plugin_config(self.plugins_config)
+
+
+def expand_vars(text: str, environ: dict[str, str] | None = None) -> str:
+    """Expand `${VAR}` and `${VAR:-default}`; an unset variable without a default is an error."""
+    env = os.environ if environ is None else environ
+
+    def replace(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in env:
+            return env[name]
+        if default is not None:
+            return default
+        raise ConfigError(f"plugin config refers to ${{{name}}}, which is not set (use ${{{name}:-default}})")
+
+    return _VAR_PATTERN.sub(replace, text)
+
+
+def load_plugin_config(path: Path, environ: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
+    if not path.exists():
+        return {}
+    try:
+        data = yaml.safe_load(expand_vars(path.read_text(encoding="utf-8"), environ)) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"PLUGINS_CONFIG {path}: not valid YAML: {exc}") from exc
+    plugins = data.get("plugins", {}) if isinstance(data, dict) else None
+    if not isinstance(plugins, dict) or not all(isinstance(v, dict) for v in plugins.values()):
+        raise ConfigError(f"PLUGINS_CONFIG {path}: expected a mapping `plugins: {{name: {{...}}}}`")
+    return {str(name): dict(values) for name, values in plugins.items()}
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings, turning pydantic's errors into one message that names each bad variable."""
+    try:
+        settings = Settings(**overrides)
+        _ = settings.plugin_settings
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field = ".".join(str(part) for part in error["loc"]) or "settings"
+            name = field.upper()
+            problems.append(f"{name}: {error['msg']}")
+        raise ConfigError("invalid settings: " + "; ".join(problems)) from None
+    return settings

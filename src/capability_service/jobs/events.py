@@ -1,0 +1,49 @@
+"""In-process fan-out of job snapshots to subscribers (SSE streams, waiting engines)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from capability_service.jobs.models import Job
+
+# A subscriber that falls this far behind loses its oldest snapshots; each snapshot is a full state,
+# so only intermediate progress is skipped, never the final state.
+SUBSCRIBER_BACKLOG = 64
+
+
+class EventHub:
+    def __init__(self) -> None:
+        self._subscribers: dict[str, set[asyncio.Queue[Job]]] = defaultdict(set)
+
+    def publish(self, job: Job) -> None:
+        for queue in self._subscribers.get(job.job_id, ()):
+            if queue.full():
+                queue.get_nowait()
+            queue.put_nowait(job)
+
+    @asynccontextmanager
+    async def subscribe(self, job_id: str) -> AsyncIterator[AsyncIterator[Job]]:
+        queue: asyncio.Queue[Job] = asyncio.Queue(maxsize=SUBSCRIBER_BACKLOG)
+        self._subscribers[job_id].add(queue)
+
+        async def snapshots() -> AsyncIterator[Job]:
+            while True:
+                yield await queue.get()
+
+        try:
+            yield snapshots()
+        finally:
+            # A disconnected client leaves nothing behind.
+            subscribers = self._subscribers.get(job_id)
+            if subscribers is not None:
+                subscribers.discard(queue)
+                if not subscribers:
+                    del self._subscribers[job_id]
+
+    def subscriber_count(self, job_id: str | None = None) -> int:
+        if job_id is not None:
+            return len(self._subscribers.get(job_id, ()))
+        return sum(len(queues) for queues in self._subscribers.values())

@@ -1,0 +1,194 @@
+"""Jobs and their per-image outcomes, and the JSON views the HTTP API returns."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class JobStatus(StrEnum):
+    pending = "pending"  # accepted and waiting for a slot
+    processing = "processing"  # at least one image has started
+    completed = "completed"  # finished; at least one image succeeded
+    failed = "failed"  # finished; no image succeeded
+    cancelled = "cancelled"  # stopped on request or at shutdown; finished images are kept
+
+    @property
+    def is_final(self) -> bool:
+        return self in FINAL_STATUSES
+
+
+FINAL_STATUSES = frozenset({JobStatus.completed, JobStatus.failed, JobStatus.cancelled})
+
+
+class ImageStatus(StrEnum):
+    pending = "pending"  # not started yet
+    processing = "processing"  # being fetched, processed or uploaded
+    succeeded = "succeeded"  # a result is stored
+    failed = "failed"  # this image has an error; the job's other images are unaffected
+    cancelled = "cancelled"  # the job was cancelled before this image finished
+
+
+class ImageOutcome(BaseModel):
+    index: int
+    status: ImageStatus = ImageStatus.pending
+    result_url: str | None = None
+    result_key: str | None = None
+    error: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in (ImageStatus.succeeded, ImageStatus.failed, ImageStatus.cancelled)
+
+
+def summarize_source(url: str) -> str:
+    """Data URIs can be megabytes; views and logs show their type and size instead of the payload."""
+    if url[:5].lower() == "data:":
+        head, _, payload = url.partition(",")
+        if payload.startswith("…("):
+            return url
+        return f"{head},…({len(payload)} base64 chars)"
+    return url
+
+
+def payload_fingerprint(job_type: str, user_id: str | None, config: dict[str, Any], sources: list[str]) -> str:
+    """Same fingerprint iff the same submission: decides idempotent replay vs 409 on a reused job id."""
+    canonical = json.dumps(
+        {"type": job_type, "user_id": user_id, "config": config, "sources": sources},
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+class Job(BaseModel):
+    job_id: str
+    user_id: str | None = None
+    type: str
+    plugin: str
+    config: dict[str, Any]
+    source_image_urls: list[str]
+    fingerprint: str
+    status: JobStatus = JobStatus.pending
+    message: str = "Queued"
+    images: list[ImageOutcome]
+    created_at: float = Field(default_factory=time.time)
+    started_at: float | None = None
+    finished_at: float | None = None
+    cancel_requested: bool = False
+    # Bumped on every change, so a stream can drop a snapshot it has already sent.
+    version: int = 0
+
+    @classmethod
+    def new(
+        cls,
+        *,
+        job_id: str,
+        user_id: str | None,
+        job_type: str,
+        plugin: str,
+        config: dict[str, Any],
+        sources: list[str],
+    ) -> Job:
+        return cls(
+            job_id=job_id,
+            user_id=user_id,
+            type=job_type,
+            plugin=plugin,
+            config=config,
+            source_image_urls=sources,
+            fingerprint=payload_fingerprint(job_type, user_id, config, sources),
+            images=[ImageOutcome(index=i) for i in range(len(sources))],
+        )
+
+    @property
+    def total(self) -> int:
+        return len(self.images)
+
+    @property
+    def processed(self) -> int:
+        return sum(1 for image in self.images if image.status in (ImageStatus.succeeded, ImageStatus.failed))
+
+    @property
+    def succeeded(self) -> int:
+        return sum(1 for image in self.images if image.status is ImageStatus.succeeded)
+
+    @property
+    def failed_count(self) -> int:
+        return sum(1 for image in self.images if image.status is ImageStatus.failed)
+
+    @property
+    def progress(self) -> int:
+        if self.status is JobStatus.completed or self.status is JobStatus.failed:
+            return 100
+        return int(100 * self.processed / self.total) if self.total else 0
+
+    @property
+    def current_image(self) -> int | None:
+        """1-based number of the highest image being worked on, None when none is."""
+        active = [image.index for image in self.images if image.status is ImageStatus.processing]
+        return max(active) + 1 if active else None
+
+    @property
+    def processing_time_ms(self) -> int | None:
+        if self.started_at is None:
+            return None
+        end = self.finished_at if self.finished_at is not None else time.time()
+        return int((end - self.started_at) * 1000)
+
+    def closing_message(self) -> str:
+        """The `message` of a job that has just finished, from its per-image outcomes."""
+        done, total, failed = self.succeeded, self.total, self.failed_count
+        if self.status is JobStatus.cancelled:
+            return f"Cancelled: {done} of {total} images finished before the cancel"
+        if done == 0:
+            return f"Failed: all {total} images failed" if total > 1 else "Failed: the image failed"
+        if failed:
+            return f"Completed with {failed} of {total} images failed"
+        return f"Completed: {total} of {total} images processed"
+
+    def status_view(self) -> dict[str, Any]:
+        return {
+            "job_id": self.job_id,
+            "status": self.status.value,
+            "progress": self.progress,
+            "processed": self.processed,
+            "total": self.total,
+            "current_image": self.current_image,
+            "message": self.message,
+        }
+
+    def result_view(self) -> dict[str, Any]:
+        errors = [
+            {"index": image.index, "source_url": summarize_source(self.source_image_urls[image.index]),
+             "error": image.error}
+            for image in self.images
+            if image.error is not None
+        ]
+        return {
+            **self.status_view(),
+            "user_id": self.user_id,
+            "type": self.type,
+            "result_image_urls": [image.result_url for image in self.images],
+            "source_image_urls": [summarize_source(url) for url in self.source_image_urls],
+            "processing_time_ms": self.processing_time_ms,
+            "succeeded": self.succeeded,
+            "failed": self.failed_count,
+            "errors": errors,
+            "metadata": {
+                "config": self.config,
+                "images": [
+                    {"index": image.index, "status": image.status.value, **image.metadata}
+                    for image in self.images
+                ],
+            },
+            "created_at": self.created_at,
+            "started_at": self.started_at,
+            "completed_at": self.finished_at,
+        }

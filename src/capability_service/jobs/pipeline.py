@@ -1,0 +1,88 @@
+"""One image of a job, end to end: read the source, run the plugin, store the result.
+
+Shared by the in-process engine and the Redis workers, so both behave the same per image.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from pydantic import BaseModel
+
+from capability_service.imaging.types import ImageError
+from capability_service.jobs.cpu import CpuExecutor
+from capability_service.jobs.models import ImageOutcome, ImageStatus, Job
+from capability_service.plugins.base import BasePlugin, ProcessContext
+from capability_service.providers.base import ProviderError
+from capability_service.sources.errors import SourceError
+from capability_service.sources.fetch import SourceFetcher
+from capability_service.storage.base import Storage, StorageError
+from capability_service.storage.keys import result_key
+
+log = logging.getLogger(__name__)
+
+
+class ImagePipeline:
+    def __init__(
+        self,
+        *,
+        fetcher: SourceFetcher,
+        storage: Storage,
+        cpu: CpuExecutor,
+        image_timeout: float,
+    ) -> None:
+        self.fetcher = fetcher
+        self.storage = storage
+        self.cpu = cpu
+        self.image_timeout = image_timeout
+
+    async def _read_source(self, url: str) -> bytes:
+        return (await self.fetcher.fetch(url)).data
+
+    async def run(self, job: Job, index: int, plugin: BasePlugin, config: BaseModel) -> ImageOutcome:
+        """Process one image; every expected failure becomes this image's error, never an exception."""
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(self.image_timeout):
+                source = await self.fetcher.fetch(job.source_image_urls[index])
+                ctx = ProcessContext(run_cpu=self.cpu.run, read_source=self._read_source)
+                result = await plugin.process(job.type, config, source.data, ctx)
+                key = result_key(job.user_id, job.job_id, index, result.format)
+                stored = await self.storage.put(key, result.data, result.content_type)
+        except TimeoutError:
+            return self._failed(index, f"processing took longer than {self.image_timeout:.0f} s")
+        except SourceError as exc:
+            return self._failed(index, f"could not read the source: {exc}")
+        except ImageError as exc:
+            return self._failed(index, str(exc))
+        except ProviderError as exc:
+            return self._failed(index, str(exc))
+        except StorageError as exc:
+            return self._failed(index, f"could not store the result: {exc}")
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # A bug, not bad input: keep the job going and log the trace for us, not the seller.
+            log.exception("unexpected error on image %d of job %s", index, job.job_id)
+            return self._failed(index, "internal error while processing this image")
+        return ImageOutcome(
+            index=index,
+            status=ImageStatus.succeeded,
+            result_url=stored.url,
+            result_key=stored.key,
+            metadata={
+                **result.metadata,
+                "format": result.format,
+                "width": result.width,
+                "height": result.height,
+                "bytes": len(result.data),
+                "content_type": result.content_type,
+                "total_ms": round((time.perf_counter() - started) * 1000, 1),
+            },
+        )
+
+    @staticmethod
+    def _failed(index: int, message: str) -> ImageOutcome:
+        return ImageOutcome(index=index, status=ImageStatus.failed, error=message)

@@ -1,0 +1,168 @@
+"""The in-process job engine: a bounded queue, a limit of running jobs and of images in flight."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from capability_service.jobs.errors import Unavailable
+from capability_service.jobs.models import ImageOutcome, ImageStatus, Job, JobStatus
+from capability_service.jobs.pipeline import ImagePipeline
+from capability_service.jobs.store import JobStore
+from capability_service.plugins.manager import PluginRegistry
+
+log = logging.getLogger(__name__)
+
+# Told to clients when the queue is full: roughly how long a slot takes to free up.
+QUEUE_FULL_RETRY_AFTER = 10
+
+
+class LocalJobRunner:
+    """Runs jobs in this process. Image work goes to the CPU executor and async network calls."""
+
+    def __init__(
+        self,
+        *,
+        store: JobStore,
+        plugins: PluginRegistry,
+        pipeline: ImagePipeline,
+        max_concurrent_jobs: int,
+        max_images_in_flight: int,
+        queue_size: int,
+        shutdown_grace: float,
+    ) -> None:
+        self.store = store
+        self.plugins = plugins
+        self.pipeline = pipeline
+        self.max_concurrent_jobs = max_concurrent_jobs
+        self.max_images_in_flight = max_images_in_flight
+        self.shutdown_grace = shutdown_grace
+        self._queue: asyncio.Queue[str] = asyncio.Queue(maxsize=queue_size)
+        self._workers: list[asyncio.Task[None]] = []
+        self._image_tasks: dict[str, set[asyncio.Task[None]]] = {}
+        self._cancel_reasons: dict[str, str] = {}
+        self._accepting = False
+
+    async def start(self) -> None:
+        self._accepting = True
+        self._workers = [
+            asyncio.create_task(self._work(), name=f"job-worker-{n}") for n in range(self.max_concurrent_jobs)
+        ]
+
+    def check_capacity(self) -> None:
+        if not self._accepting:
+            raise Unavailable("the service is shutting down and takes no new jobs", retry_after=30)
+        if self._queue.full():
+            raise Unavailable(
+                f"the job queue is full ({self._queue.maxsize} jobs waiting); try again shortly",
+                retry_after=QUEUE_FULL_RETRY_AFTER,
+            )
+
+    async def dispatch(self, job: Job) -> None:
+        self.check_capacity()
+        self._queue.put_nowait(job.job_id)
+
+    async def cancel(self, job_id: str, reason: str = "Cancelled") -> None:
+        """Stop a job this process runs or holds; a job not started yet ends at once."""
+        self._cancel_reasons.setdefault(job_id, reason)
+        tasks = self._image_tasks.get(job_id)
+        if tasks is not None:
+            for task in tasks:
+                task.cancel()
+            return
+        job = await self.store.get(job_id)
+        if job is not None and job.status is JobStatus.pending:
+            await self.store.finish(job_id, JobStatus.cancelled, self._cancel_message(job, reason))
+
+    @property
+    def running_jobs(self) -> int:
+        return len(self._image_tasks)
+
+    @property
+    def queued_jobs(self) -> int:
+        return self._queue.qsize()
+
+    async def _work(self) -> None:
+        while True:
+            job_id = await self._queue.get()
+            try:
+                await self._run_job(job_id)
+            except Exception:
+                log.exception("job %s stopped on an unexpected error", job_id)
+                await self.store.finish(job_id, JobStatus.failed, "Failed: internal error while running the job")
+            finally:
+                self._queue.task_done()
+
+    async def _run_job(self, job_id: str) -> None:
+        job = await self.store.get(job_id)
+        if job is None or job.status.is_final:
+            return
+        if job.cancel_requested:
+            await self.store.finish(job_id, JobStatus.cancelled, self._cancel_message(job, "Cancelled"))
+            return
+        plugin = self.plugins.get(job.plugin)
+        config = plugin.validate(job.type, job.config)
+        started = await self.store.mark_processing(job_id)
+        if started is None:
+            return
+        semaphore = asyncio.Semaphore(self.max_images_in_flight)
+
+        async def one(index: int) -> None:
+            async with semaphore:
+                await self.store.update_image(job_id, ImageOutcome(index=index, status=ImageStatus.processing))
+                outcome = await self.pipeline.run(started, index, plugin, config)
+                await self.store.update_image(job_id, outcome)
+
+        tasks = {asyncio.create_task(one(index), name=f"{job_id}:{index}") for index in range(started.total)}
+        self._image_tasks[job_id] = tasks
+        try:
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+        finally:
+            del self._image_tasks[job_id]
+        for result in results:
+            if isinstance(result, Exception):
+                log.error("image task of job %s failed: %r", job_id, result)
+        await self._close(job_id)
+
+    async def _close(self, job_id: str) -> None:
+        job = await self.store.get(job_id)
+        if job is None:
+            return
+        reason = self._cancel_reasons.pop(job_id, None)
+        if reason is not None or job.cancel_requested:
+            await self.store.finish(job_id, JobStatus.cancelled, self._cancel_message(job, reason or "Cancelled"))
+        elif job.succeeded:
+            await self.store.finish(job_id, JobStatus.completed)
+        else:
+            await self.store.finish(job_id, JobStatus.failed)
+
+    @staticmethod
+    def _cancel_message(job: Job, reason: str) -> str:
+        return f"{reason}: {job.succeeded} of {job.total} images finished before the job stopped"
+
+    async def shutdown(self) -> None:
+        """Stop taking jobs, let running ones finish within the grace period, cancel the rest."""
+        self._accepting = False
+        shutdown_reason = "Cancelled: the service shut down"
+        while not self._queue.empty():
+            job_id = self._queue.get_nowait()
+            self._queue.task_done()
+            job = await self.store.get(job_id)
+            if job is not None and not job.status.is_final:
+                await self.store.finish(job_id, JobStatus.cancelled, f"{shutdown_reason} before the job started")
+        running = [task for tasks in self._image_tasks.values() for task in tasks]
+        if running:
+            log.info("waiting up to %.0f s for %d running jobs", self.shutdown_grace, len(self._image_tasks))
+            await asyncio.wait(running, timeout=self.shutdown_grace)
+        for job_id in list(self._image_tasks):
+            await self.cancel(job_id, shutdown_reason)
+        # Let the workers record the cancelled jobs before they are stopped.
+        deadline = asyncio.get_running_loop().time() + 5
+        while self._image_tasks and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        for worker in self._workers:
+            worker.cancel()
+        for worker in self._workers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await worker

@@ -1,0 +1,140 @@
+"""The application: settings -> storage, sources, job engine and plugins -> routers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from capability_service import __version__
+from capability_service.api.errors import install_error_handlers
+from capability_service.api.limits import BodySizeLimit
+from capability_service.api.v1 import ai, files, health, image
+from capability_service.core.config import Settings, load_settings
+from capability_service.core.logging import configure_logging
+from capability_service.core.security import ApiKeyChecker
+from capability_service.jobs.cpu import CpuExecutor
+from capability_service.jobs.memory import MemoryJobStore
+from capability_service.jobs.pipeline import ImagePipeline
+from capability_service.jobs.runner import LocalJobRunner
+from capability_service.jobs.service import JobService
+from capability_service.jobs.store import JobStore
+from capability_service.plugins.manager import PluginRegistry, default_registry
+from capability_service.providers.base import ImageEditProvider
+from capability_service.providers.factory import create_provider
+from capability_service.sources.fetch import FetchLimits, SourceFetcher
+from capability_service.storage.base import Storage
+from capability_service.storage.factory import create_storage
+
+# Seconds one image may take end to end (download, model call, processing, upload).
+IMAGE_TIMEOUT_SECONDS = 600.0
+
+
+@dataclass
+class Services:
+    """Everything long-lived that requests and jobs share; one instance per process."""
+
+    settings: Settings
+    api_keys: ApiKeyChecker
+    storage: Storage
+    fetcher: SourceFetcher
+    provider: ImageEditProvider | None
+    plugins: PluginRegistry
+    cpu: CpuExecutor
+    store: JobStore
+    runner: LocalJobRunner
+    jobs: JobService
+
+    async def start(self) -> None:
+        await self.runner.start()
+
+    async def stop(self) -> None:
+        await self.runner.shutdown()
+        await self.fetcher.close()
+        if self.provider is not None:
+            await self.provider.close()
+        await self.store.close()
+        await self.storage.close()
+        self.cpu.shutdown()
+
+
+def build_services(settings: Settings) -> Services:
+    storage = create_storage(settings)
+    fetcher = SourceFetcher.from_settings(settings, storage=storage)
+    provider = create_provider(settings)
+    plugins = default_registry(settings, provider)
+    cpu = CpuExecutor(settings.cpu_executor, settings.cpu_workers)
+    store = MemoryJobStore(ttl_seconds=settings.job_result_ttl_seconds, max_jobs=settings.job_store_max_jobs)
+    pipeline = ImagePipeline(fetcher=fetcher, storage=storage, cpu=cpu, image_timeout=IMAGE_TIMEOUT_SECONDS)
+    runner = LocalJobRunner(
+        store=store,
+        plugins=plugins,
+        pipeline=pipeline,
+        max_concurrent_jobs=settings.max_concurrent_jobs,
+        max_images_in_flight=settings.max_images_in_flight,
+        queue_size=settings.job_queue_size,
+        shutdown_grace=settings.shutdown_grace_seconds,
+    )
+    jobs = JobService(store=store, plugins=plugins, dispatcher=runner, max_images=settings.max_images_per_job)
+    return Services(
+        settings=settings,
+        api_keys=ApiKeyChecker(settings.api_keys),
+        storage=storage,
+        fetcher=fetcher,
+        provider=provider,
+        plugins=plugins,
+        cpu=cpu,
+        store=store,
+        runner=runner,
+        jobs=jobs,
+    )
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or load_settings()
+    configure_logging(settings.log_level)
+    services = build_services(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await services.start()
+        try:
+            yield
+        finally:
+            await services.stop()
+
+    app = FastAPI(
+        title="Capability Service",
+        version=__version__,
+        description="Image processing for marketplace sellers, as plugins and async jobs.",
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.cors_origins,
+        allow_methods=["GET", "POST", "OPTIONS"],
+        allow_headers=["X-API-Key", "X-User-Id", "Content-Type", "Last-Event-ID"],
+        expose_headers=["Retry-After", *image.COMPRESS_HEADERS],
+    )
+    app.add_middleware(BodySizeLimit, limits={"/api/v1/image/compress": settings.max_upload_bytes})
+    install_error_handlers(app)
+    app.include_router(health.router, prefix="/api/v1")
+    app.include_router(ai.router, prefix="/api/v1")
+    app.include_router(image.router, prefix="/api/v1")
+    if settings.storage_backend == "local":
+        app.include_router(files.router)
+    return app
+
+
+def __getattr__(name: str) -> Any:
+    # `capability_service.main:app` is built on first use, so importing this module (tests, the CLI)
+    # does not read settings or start anything by itself.
+    if name == "app":
+        globals()["app"] = application = create_app()
+        return application
+    raise AttributeError(name)

@@ -1,0 +1,53 @@
+"""Config models of the three AI Playground job types, with the front end's camelCase names."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import Field
+
+from capability_service.imaging.types import Quality
+from capability_service.plugins.base import CamelModel
+
+
+class JobType(StrEnum):
+    # The product, unchanged, on a new background described by a prompt.
+    background_replacement = "background_replacement"
+    # Resized and re-encoded small.
+    batch_optimization = "batch_optimization"
+    # Sharper, cleaner, better contrast; optionally upscaled 2x.
+    image_enhancement = "image_enhancement"
+
+
+# Generation temperature per quality preset: higher quality means a steadier, less inventive model.
+TEMPERATURE_BY_QUALITY: dict[str, float] = {"low": 0.7, "standard": 0.5, "high": 0.3}
+
+
+class BackgroundReplacementConfig(CamelModel):
+    background_prompt: str = Field(min_length=1, max_length=2000)
+    negative_prompt: str = Field("", max_length=2000)
+    quality: Quality = "standard"
+    format: Literal["png", "jpg", "webp"] = "png"
+    seed: int | None = Field(None, ge=0, le=2**31 - 1)
+    # composite: the product's own pixels on a new background (never altered);
+    # generative: the model edits the whole photo (may alter the product).
+    mode: Literal["composite", "generative"] = "composite"
+    background_image_url: str | None = Field(None, max_length=8192)
+    padding: float = Field(0.08, ge=0.0, le=0.4)
+    shadow: bool = True
+
+
+class BatchOptimizationConfig(CamelModel):
+    quality: Quality = "standard"
+    format: Literal["webp", "jpg", "png", "avif"] = "webp"
+    max_size: int = Field(1920, ge=16, le=10_000)
+    maintain_aspect: bool = True
+
+
+class ImageEnhancementConfig(CamelModel):
+    enhancement_level: int = Field(5, ge=0, le=10)
+    sharpen: bool = True
+    denoise: bool = True
+    upscale: bool = False
+    format: Literal["png", "jpg", "webp", "avif"] = "png"

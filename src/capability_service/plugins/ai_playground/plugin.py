@@ -1,0 +1,79 @@
+"""The `ai-playground` plugin: the three job types of the seller front end's AI Playground page."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import ClassVar
+
+from pydantic import BaseModel
+
+from capability_service.imaging.enhance import enhance
+from capability_service.imaging.optimize import optimize
+from capability_service.imaging.types import EncodedImage, EnhanceOptions, OptimizeOptions
+from capability_service.plugins.ai_playground import background
+from capability_service.plugins.ai_playground.configs import (
+    BackgroundReplacementConfig,
+    BatchOptimizationConfig,
+    ImageEnhancementConfig,
+    JobType,
+)
+from capability_service.plugins.base import BasePlugin, PluginHealth, ProcessContext, ProcessingMode
+
+
+class AiPlaygroundPlugin(BasePlugin):
+    name: ClassVar[str] = "ai-playground"
+    display_name: ClassVar[str] = "AI Playground"
+    category: ClassVar[str] = "ai"
+    processing_mode: ClassVar[ProcessingMode] = ProcessingMode.async_job
+    config_models: ClassVar[Mapping[str, type[BaseModel]]] = {
+        JobType.background_replacement.value: BackgroundReplacementConfig,
+        JobType.batch_optimization.value: BatchOptimizationConfig,
+        JobType.image_enhancement.value: ImageEnhancementConfig,
+    }
+
+    def operation_unavailable(self, operation: str, config: BaseModel) -> str | None:
+        # Optimization, enhancement and composite replacement run locally; only the generative mode
+        # has nothing to fall back on without a remote model.
+        if (
+            isinstance(config, BackgroundReplacementConfig)
+            and config.mode == "generative"
+            and self.deps.provider is None
+        ):
+            return "generative background replacement needs a remote image model: set AI_API_KEY"
+        return None
+
+    async def process(
+        self, operation: str, config: BaseModel, source: bytes, ctx: ProcessContext
+    ) -> EncodedImage:
+        max_pixels = self.deps.settings.max_image_pixels
+        if isinstance(config, BatchOptimizationConfig):
+            options = OptimizeOptions(
+                format=config.format,
+                quality=config.quality,
+                max_size=config.max_size,
+                maintain_aspect=config.maintain_aspect,
+                max_pixels=max_pixels,
+            )
+            return await ctx.run_cpu(optimize, source, options)
+        if isinstance(config, ImageEnhancementConfig):
+            enhance_options = EnhanceOptions(
+                level=config.enhancement_level,
+                sharpen=config.sharpen,
+                denoise=config.denoise,
+                upscale=config.upscale,
+                format=config.format,
+                max_pixels=max_pixels,
+            )
+            return await ctx.run_cpu(enhance, source, enhance_options)
+        if isinstance(config, BackgroundReplacementConfig):
+            return await background.replace_background(config, source, ctx, self.deps)
+        raise KeyError(operation)
+
+    async def health_check(self) -> PluginHealth:
+        if not self.enabled:
+            return PluginHealth(healthy=False, detail=self.disabled_reason)
+        if self.deps.provider is not None:
+            report = await self.deps.provider.health()
+            if not report.get("healthy", False):
+                return PluginHealth(healthy=False, detail=str(report.get("detail", "remote model unhealthy")))
+        return PluginHealth(healthy=True)

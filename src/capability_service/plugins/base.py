@@ -1,0 +1,130 @@
+"""The plugin interface: a plugin says what one image becomes, and knows nothing of jobs or HTTP."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, ClassVar, ParamSpec, Protocol, TypeVar
+
+from pydantic import BaseModel, ConfigDict
+from pydantic.alias_generators import to_camel
+
+from capability_service.core.config import Settings
+from capability_service.imaging.types import EncodedImage
+from capability_service.providers.base import ImageEditProvider
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class ProcessingMode(StrEnum):
+    # Work is submitted as a job and runs in the background; callers poll or stream progress.
+    async_job = "async_job"
+    # One request in, one result out, answered in the same HTTP exchange.
+    sync = "sync"
+
+
+class CamelModel(BaseModel):
+    """Config models take the front end's camelCase names and also accept snake_case."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=True)
+
+
+class CpuRunner(Protocol):
+    """Runs a blocking, CPU-bound function off the event loop (thread or process pool)."""
+
+    def __call__(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Awaitable[T]: ...
+
+
+class SourceReader(Protocol):
+    """Reads an extra input a config points to (e.g. a background image URL) through the source policy."""
+
+    async def __call__(self, url: str) -> bytes: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessContext:
+    """What a plugin may use while it processes one image; built by the job engine per image."""
+
+    run_cpu: CpuRunner
+    read_source: SourceReader
+    # Free-form facts the engine wants in the image's metadata (source origin and the like).
+    labels: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class PluginHealth:
+    healthy: bool
+    detail: str | None = None
+
+
+@dataclass(slots=True)
+class PluginDeps:
+    """Long-lived, shared services handed to plugins at start-up."""
+
+    settings: Settings
+    provider: ImageEditProvider | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+class PluginDisabled(Exception):
+    """The plugin is switched off or lacks what it needs; the message is the reason (503)."""
+
+
+class BasePlugin(ABC):
+    """One capability. Subclasses set the class attributes and implement the operations they list.
+
+    A plugin instance is shared by every request and job: it must keep no per-request state.
+    """
+
+    name: ClassVar[str]
+    display_name: ClassVar[str]
+    category: ClassVar[str]
+    processing_mode: ClassVar[ProcessingMode]
+    # operation name -> the pydantic model of its config
+    config_models: ClassVar[Mapping[str, type[BaseModel]]]
+
+    def __init__(self, deps: PluginDeps) -> None:
+        self.deps = deps
+        self.enabled = bool(deps.options.get("enabled", True))
+
+    @property
+    def disabled_reason(self) -> str | None:
+        if not self.enabled:
+            return f"plugin {self.name!r} is disabled in the plugin configuration"
+        return None
+
+    def ensure_enabled(self) -> None:
+        reason = self.disabled_reason
+        if reason:
+            raise PluginDisabled(reason)
+
+    def validate(self, operation: str, config: Mapping[str, Any]) -> BaseModel:
+        """Parse and check an operation's config; raises `KeyError` or pydantic's `ValidationError`."""
+        model = self.config_models[operation]
+        return model.model_validate(dict(config))
+
+    def operation_unavailable(self, operation: str, config: BaseModel) -> str | None:
+        """Why this operation cannot run with this config right now (e.g. no AI key), else None."""
+        return None
+
+    @abstractmethod
+    async def process(
+        self, operation: str, config: BaseModel, source: bytes, ctx: ProcessContext
+    ) -> EncodedImage:
+        """Turn one source image into one result; raise `ImageError`/`ProviderError` for this image."""
+
+    async def health_check(self) -> PluginHealth:
+        return PluginHealth(healthy=self.enabled, detail=self.disabled_reason)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "display_name": self.display_name,
+            "category": self.category,
+            "processing_mode": self.processing_mode.value,
+            "enabled": self.enabled,
+            "operations": sorted(self.config_models),
+        }

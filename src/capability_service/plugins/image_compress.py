@@ -1,0 +1,38 @@
+"""The `image-compress` plugin: one uploaded image in, the compressed image out, synchronously."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import ClassVar, Literal
+
+from pydantic import BaseModel, Field
+
+from capability_service.imaging.optimize import optimize
+from capability_service.imaging.types import EncodedImage, OptimizeOptions, Quality
+from capability_service.plugins.base import BasePlugin, CamelModel, ProcessContext, ProcessingMode
+
+
+class CompressConfig(CamelModel):
+    quality: Quality = "standard"
+    format: Literal["webp", "jpg", "png", "avif"] = "webp"
+    max_size: int = Field(4096, ge=16, le=10_000)
+
+
+class ImageCompressPlugin(BasePlugin):
+    name: ClassVar[str] = "image-compress"
+    display_name: ClassVar[str] = "Image Compress"
+    category: ClassVar[str] = "optimization"
+    processing_mode: ClassVar[ProcessingMode] = ProcessingMode.sync
+    config_models: ClassVar[Mapping[str, type[BaseModel]]] = {"compress": CompressConfig}
+
+    async def process(
+        self, operation: str, config: BaseModel, source: bytes, ctx: ProcessContext
+    ) -> EncodedImage:
+        assert isinstance(config, CompressConfig)
+        options = OptimizeOptions(
+            format=config.format,
+            quality=config.quality,
+            max_size=config.max_size,
+            max_pixels=self.deps.settings.max_image_pixels,
+        )
+        return await ctx.run_cpu(optimize, source, options)

@@ -1,0 +1,40 @@
+"""The plugin registry, keyed by plugin name."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from capability_service.core.config import Settings
+from capability_service.plugins.base import BasePlugin, PluginDeps
+from capability_service.providers.base import ImageEditProvider
+
+
+class PluginRegistry:
+    def __init__(self) -> None:
+        self._plugins: dict[str, BasePlugin] = {}
+
+    def register(self, plugin: BasePlugin) -> None:
+        if plugin.name in self._plugins:
+            raise ValueError(f"plugin {plugin.name!r} is registered twice")
+        self._plugins[plugin.name] = plugin
+
+    def get(self, name: str) -> BasePlugin:
+        return self._plugins[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._plugins
+
+    def __iter__(self) -> Iterator[BasePlugin]:
+        return iter(self._plugins.values())
+
+
+def default_registry(settings: Settings, provider: ImageEditProvider | None) -> PluginRegistry:
+    """Register every built-in plugin with shared deps and its own options from the plugin YAML."""
+    from capability_service.plugins.ai_playground.plugin import AiPlaygroundPlugin
+    from capability_service.plugins.image_compress import ImageCompressPlugin
+
+    registry = PluginRegistry()
+    for cls in (AiPlaygroundPlugin, ImageCompressPlugin):
+        options = settings.plugin_settings.get(cls.name, {})
+        registry.register(cls(PluginDeps(settings=settings, provider=provider, options=options)))
+    return registry

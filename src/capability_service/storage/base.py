@@ -1,0 +1,42 @@
+"""The storage interface: where result images are written and how their URLs are made."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+class StorageError(Exception):
+    """A write or read failed; the message says why in words a person can act on."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredObject:
+    key: str
+    url: str
+    size: int
+    content_type: str
+
+
+class Storage(Protocol):
+    """A place for result objects. Implementations must be safe to share between concurrent tasks."""
+
+    backend: str
+
+    async def put(self, key: str, data: bytes, content_type: str) -> StoredObject:
+        """Write `data` under `key` (replacing any object there) and return where it can be fetched."""
+        ...
+
+    async def get(self, key: str) -> bytes:
+        """Read an object back; raises `KeyError` when there is none and `StorageError` on failure."""
+        ...
+
+    async def url_for(self, key: str) -> str:
+        """A URL a browser can fetch the object from (public or presigned)."""
+        ...
+
+    async def health(self) -> dict[str, Any]:
+        """`{"healthy": bool, ...}` for `/api/v1/health`; never raises."""
+        ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,77 @@
+"""Local-directory storage, served by the service itself under `/files/`."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from capability_service.storage.base import StorageError, StoredObject
+
+FILES_ROUTE = "/files"
+
+
+class LocalStorage:
+    backend = "local"
+
+    def __init__(self, root: Path, public_base_url: str) -> None:
+        self.root = root.resolve()
+        self.public_base_url = public_base_url.rstrip("/")
+
+    def path_for(self, key: str) -> Path:
+        """The file behind `key`; refuses keys that would leave the storage directory."""
+        if not key or key.startswith("/") or "\\" in key or "\x00" in key:
+            raise KeyError(key)
+        path = (self.root / key).resolve()
+        if not path.is_relative_to(self.root) or path == self.root:
+            raise KeyError(key)
+        return path
+
+    def _write(self, path: Path, data: bytes) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Temp file in the same directory then rename: readers never see half a file.
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    async def put(self, key: str, data: bytes, content_type: str) -> StoredObject:
+        path = self.path_for(key)
+        try:
+            await asyncio.to_thread(self._write, path, data)
+        except OSError as exc:
+            raise StorageError(f"could not write result to local storage: {exc.strerror}") from exc
+        return StoredObject(key=key, url=await self.url_for(key), size=len(data), content_type=content_type)
+
+    async def get(self, key: str) -> bytes:
+        path = self.path_for(key)
+        try:
+            return await asyncio.to_thread(path.read_bytes)
+        except FileNotFoundError:
+            raise KeyError(key) from None
+        except OSError as exc:
+            raise StorageError(f"could not read {key!r} from local storage: {exc.strerror}") from exc
+
+    async def url_for(self, key: str) -> str:
+        return f"{self.public_base_url}{FILES_ROUTE}/{quote(key)}"
+
+    async def health(self) -> dict[str, Any]:
+        def probe() -> bool:
+            self.root.mkdir(parents=True, exist_ok=True)
+            return os.access(self.root, os.W_OK)
+
+        try:
+            writable = await asyncio.to_thread(probe)
+        except OSError as exc:
+            return {"backend": self.backend, "healthy": False, "error": exc.strerror}
+        return {"backend": self.backend, "healthy": writable}
+
+    async def close(self) -> None:
+        return None
