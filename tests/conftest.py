@@ -1,0 +1,84 @@
+"""Shared fixtures: settings, the ASGI app with its lifespan, real images, real servers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from capability_service.core.config import Settings
+from capability_service.main import create_app
+from tests.support.servers import in_ci, redis_server
+
+DATA = Path(__file__).parent / "data"
+API_KEY = "test-key-0123456789"
+AUTH = {"X-API-Key": API_KEY}
+
+
+@pytest.fixture
+def data_dir() -> Path:
+    return DATA
+
+
+def read_image(name: str) -> bytes:
+    return (DATA / name).read_bytes()
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path) -> Callable[..., Settings]:
+    """Settings isolated from the developer's environment and `.env`, with a temp storage dir."""
+
+    def factory(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "api_keys": [API_KEY],
+            "local_storage_dir": tmp_path / "results",
+            "public_base_url": "http://testserver",
+            "plugins_config": tmp_path / "no-plugins.yaml",
+            "source_allow_private_networks": True,
+            "cpu_workers": 2,
+        }
+        values.update(overrides)
+        return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+    return factory
+
+
+@pytest.fixture
+async def make_client(make_settings: Callable[..., Settings]) -> AsyncIterator[Callable[..., Any]]:
+    """Start the app (lifespan included) with given settings; yields an httpx client bound to it."""
+    stack: list[tuple[FastAPI, Any, httpx.AsyncClient]] = []
+
+    async def factory(**overrides: Any) -> httpx.AsyncClient:
+        app = create_app(make_settings(**overrides))
+        lifespan = app.router.lifespan_context(app)
+        await lifespan.__aenter__()
+        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver")
+        stack.append((app, lifespan, client))
+        return client
+
+    yield factory
+    for _app, lifespan, client in reversed(stack):
+        await client.aclose()
+        await lifespan.__aexit__(None, None, None)
+
+
+@pytest.fixture
+async def client(make_client: Callable[..., Any]) -> httpx.AsyncClient:
+    result: httpx.AsyncClient = await make_client()
+    return result
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A real redis-server of the test run's own; missing in CI is a failure, never a skip."""
+    try:
+        with redis_server() as url:
+            yield url
+    except RuntimeError as exc:
+        if in_ci():
+            pytest.fail(str(exc))
+        pytest.skip(str(exc))

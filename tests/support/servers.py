@@ -1,0 +1,103 @@
+"""Real servers on loopback for tests: a static HTTP server and a private `redis-server`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+Route = Callable[[BaseHTTPRequestHandler], None]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for_port(port: int, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+
+
+class RoutedHandler(BaseHTTPRequestHandler):
+    routes: dict[str, Route] = {}
+
+    def log_message(self, format: str, *args: object) -> None:
+        return
+
+    def do_GET(self) -> None:
+        route = self.routes.get(self.path.split("?", 1)[0])
+        if route is None:
+            self.send_error(404)
+            return
+        route(self)
+
+
+@contextmanager
+def http_server(routes: dict[str, Route]) -> Iterator[str]:
+    """A threaded HTTP server on 127.0.0.1 answering `routes`; yields its base URL."""
+    handler = type("Handler", (RoutedHandler,), {"routes": routes})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def static_bytes(data: bytes, content_type: str = "image/jpeg", delay: float = 0.0) -> Route:
+    def route(handler: BaseHTTPRequestHandler) -> None:
+        if delay:
+            time.sleep(delay)
+        handler.send_response(200)
+        handler.send_header("Content-Type", content_type)
+        handler.send_header("Content-Length", str(len(data)))
+        handler.end_headers()
+        handler.wfile.write(data)
+
+    return route
+
+
+@contextmanager
+def redis_server() -> Iterator[str]:
+    """A private, disk-less `redis-server` on a free port; yields its URL."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server is not installed (Debian package `redis-server`)")
+    port = free_port()
+    workdir = tempfile.mkdtemp(prefix="redis-test-")
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", workdir],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
