@@ -21,12 +21,12 @@ from capability_service.jobs.cpu import CpuExecutor
 from capability_service.jobs.memory import MemoryJobStore
 from capability_service.jobs.pipeline import ImagePipeline
 from capability_service.jobs.runner import LocalJobRunner
-from capability_service.jobs.service import JobService
+from capability_service.jobs.service import Dispatcher, JobService
 from capability_service.jobs.store import JobStore
 from capability_service.plugins.manager import PluginRegistry, default_registry
 from capability_service.providers.base import ImageEditProvider
 from capability_service.providers.factory import create_provider
-from capability_service.sources.fetch import FetchLimits, SourceFetcher
+from capability_service.sources.fetch import SourceFetcher
 from capability_service.storage.base import Storage
 from capability_service.storage.factory import create_storage
 
@@ -46,14 +46,14 @@ class Services:
     plugins: PluginRegistry
     cpu: CpuExecutor
     store: JobStore
-    runner: LocalJobRunner
+    dispatcher: Dispatcher
     jobs: JobService
 
     async def start(self) -> None:
-        await self.runner.start()
+        await self.dispatcher.start()
 
     async def stop(self) -> None:
-        await self.runner.shutdown()
+        await self.dispatcher.shutdown()
         await self.fetcher.close()
         if self.provider is not None:
             await self.provider.close()
@@ -68,18 +68,26 @@ def build_services(settings: Settings) -> Services:
     provider = create_provider(settings)
     plugins = default_registry(settings, provider)
     cpu = CpuExecutor(settings.cpu_executor, settings.cpu_workers)
-    store = MemoryJobStore(ttl_seconds=settings.job_result_ttl_seconds, max_jobs=settings.job_store_max_jobs)
     pipeline = ImagePipeline(fetcher=fetcher, storage=storage, cpu=cpu, image_timeout=IMAGE_TIMEOUT_SECONDS)
-    runner = LocalJobRunner(
-        store=store,
-        plugins=plugins,
-        pipeline=pipeline,
-        max_concurrent_jobs=settings.max_concurrent_jobs,
-        max_images_in_flight=settings.max_images_in_flight,
-        queue_size=settings.job_queue_size,
-        shutdown_grace=settings.shutdown_grace_seconds,
-    )
-    jobs = JobService(store=store, plugins=plugins, dispatcher=runner, max_images=settings.max_images_per_job)
+    store: JobStore
+    dispatcher: Dispatcher
+    if settings.job_backend == "redis":
+        from capability_service.jobs.distributed import build_redis_backend
+
+        store, dispatcher = build_redis_backend(settings, plugins=plugins, pipeline=pipeline)
+    else:
+        memory_store = MemoryJobStore(ttl_seconds=settings.job_result_ttl_seconds, max_jobs=settings.job_store_max_jobs)
+        store = memory_store
+        dispatcher = LocalJobRunner(
+            store=memory_store,
+            plugins=plugins,
+            pipeline=pipeline,
+            max_concurrent_jobs=settings.max_concurrent_jobs,
+            max_images_in_flight=settings.max_images_in_flight,
+            queue_size=settings.job_queue_size,
+            shutdown_grace=settings.shutdown_grace_seconds,
+        )
+    jobs = JobService(store=store, plugins=plugins, dispatcher=dispatcher, max_images=settings.max_images_per_job)
     return Services(
         settings=settings,
         api_keys=ApiKeyChecker(settings.api_keys),
@@ -89,7 +97,7 @@ def build_services(settings: Settings) -> Services:
         plugins=plugins,
         cpu=cpu,
         store=store,
-        runner=runner,
+        dispatcher=dispatcher,
         jobs=jobs,
     )
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 from fastapi import HTTPException
-
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
@@ -28,7 +27,10 @@ class BodySizeLimit:
             {
                 "type": "http.response.start",
                 "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
             }
         )
         await send({"type": "http.response.body", "body": body})

@@ -45,9 +45,7 @@ CsvList = Annotated[list[str], NoDecode]
 class Settings(BaseSettings):
     """Everything the service reads from its environment."""
 
-    model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
-    )
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False)
 
     environment: Environment = Environment.development
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -113,9 +111,7 @@ class Settings(BaseSettings):
 
     plugins_config: Path = Path("config/plugins.yaml")
 
-    _split = field_validator("api_keys", "cors_origins", "source_allowed_hosts", mode="before")(
-        _split_csv
-    )
+    _split = field_validator("api_keys", "cors_origins", "source_allowed_hosts", mode="before")(_split_csv)
 
     @model_validator(mode="after")
     def _refuse_default_keys_in_production(self) -> Settings:
@@ -123,9 +119,7 @@ class Settings(BaseSettings):
             if not self.api_keys:
                 raise ValueError("API_KEYS must name at least one key when ENVIRONMENT=production")
             if DEFAULT_DEV_API_KEY in self.api_keys:
-                raise ValueError(
-                    "API_KEYS still holds the development default key; set your own keys for production"
-                )
+                raise ValueError("API_KEYS still holds the development default key; set your own keys for production")
         if any(len(key) < 8 for key in self.api_keys):
             raise ValueError("API_KEYS: every key must be at least 8 characters long")
         if self.storage_backend == "s3" and not self.s3_bucket:

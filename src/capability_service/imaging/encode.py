@@ -25,9 +25,7 @@ def encode(image: pyvips.Image, fmt: OutputFormat, quality: Quality) -> bytes:
     q = QUALITY_VALUES[quality]
     try:
         if fmt == "jpg":
-            return bytes(
-                flatten(image).jpegsave_buffer(Q=q, optimize_coding=True, interlace=True, keep="none")
-            )
+            return bytes(flatten(image).jpegsave_buffer(Q=q, optimize_coding=True, interlace=True, keep="none"))
         if fmt == "webp":
             return bytes(image.webpsave_buffer(Q=q, effort=4, keep="none"))
         if fmt == "png":

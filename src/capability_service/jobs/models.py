@@ -166,8 +166,11 @@ class Job(BaseModel):
 
     def result_view(self) -> dict[str, Any]:
         errors = [
-            {"index": image.index, "source_url": summarize_source(self.source_image_urls[image.index]),
-             "error": image.error}
+            {
+                "index": image.index,
+                "source_url": summarize_source(self.source_image_urls[image.index]),
+                "error": image.error,
+            }
             for image in self.images
             if image.error is not None
         ]
@@ -184,8 +187,7 @@ class Job(BaseModel):
             "metadata": {
                 "config": self.config,
                 "images": [
-                    {"index": image.index, "status": image.status.value, **image.metadata}
-                    for image in self.images
+                    {"index": image.index, "status": image.status.value, **image.metadata} for image in self.images
                 ],
             },
             "created_at": self.created_at,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import Any
 
 from capability_service.jobs.errors import Unavailable
 from capability_service.jobs.models import ImageOutcome, ImageStatus, Job, JobStatus
@@ -41,6 +42,7 @@ class LocalJobRunner:
         self._queue: asyncio.Queue[str] = asyncio.Queue(maxsize=queue_size)
         self._workers: list[asyncio.Task[None]] = []
         self._image_tasks: dict[str, set[asyncio.Task[None]]] = {}
+        self._runs: set[asyncio.Task[None]] = set()
         self._cancel_reasons: dict[str, str] = {}
         self._accepting = False
 
@@ -75,24 +77,27 @@ class LocalJobRunner:
         if job is not None and job.status is JobStatus.pending:
             await self.store.finish(job_id, JobStatus.cancelled, self._cancel_message(job, reason))
 
-    @property
-    def running_jobs(self) -> int:
-        return len(self._image_tasks)
-
-    @property
-    def queued_jobs(self) -> int:
-        return self._queue.qsize()
+    def stats(self) -> dict[str, Any]:
+        return {"engine": "local", "running": len(self._image_tasks), "queued": self._queue.qsize()}
 
     async def _work(self) -> None:
         while True:
             job_id = await self._queue.get()
+            run = asyncio.create_task(self._run_job_safely(job_id), name=f"job-{job_id}")
+            self._runs.add(run)
+            run.add_done_callback(self._runs.discard)
             try:
-                await self._run_job(job_id)
-            except Exception:
-                log.exception("job %s stopped on an unexpected error", job_id)
-                await self.store.finish(job_id, JobStatus.failed, "Failed: internal error while running the job")
+                # Shielded: stopping a worker must not abandon a job half-recorded.
+                await asyncio.shield(run)
             finally:
                 self._queue.task_done()
+
+    async def _run_job_safely(self, job_id: str) -> None:
+        try:
+            await self._run_job(job_id)
+        except Exception:
+            log.exception("job %s stopped on an unexpected error", job_id)
+            await self.store.finish(job_id, JobStatus.failed, "Failed: internal error while running the job")
 
     async def _run_job(self, job_id: str) -> None:
         job = await self.store.get(job_id)
@@ -151,16 +156,14 @@ class LocalJobRunner:
             job = await self.store.get(job_id)
             if job is not None and not job.status.is_final:
                 await self.store.finish(job_id, JobStatus.cancelled, f"{shutdown_reason} before the job started")
-        running = [task for tasks in self._image_tasks.values() for task in tasks]
-        if running:
-            log.info("waiting up to %.0f s for %d running jobs", self.shutdown_grace, len(self._image_tasks))
-            await asyncio.wait(running, timeout=self.shutdown_grace)
+        if self._runs:
+            log.info("waiting up to %.0f s for %d running jobs", self.shutdown_grace, len(self._runs))
+            await asyncio.wait(set(self._runs), timeout=self.shutdown_grace)
         for job_id in list(self._image_tasks):
             await self.cancel(job_id, shutdown_reason)
-        # Let the workers record the cancelled jobs before they are stopped.
-        deadline = asyncio.get_running_loop().time() + 5
-        while self._image_tasks and asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(0.05)
+        if self._runs:
+            # Give the cancelled jobs a moment to record their final state.
+            await asyncio.wait(set(self._runs), timeout=5)
         for worker in self._workers:
             worker.cancel()
         for worker in self._workers:

@@ -24,11 +24,23 @@ JOB_TYPE_PLUGINS = {
 class Dispatcher(Protocol):
     """Hands stored jobs to whatever runs them (this process, or workers behind Redis)."""
 
-    def check_capacity(self) -> None: ...
+    def check_capacity(self) -> None:
+        """Raise `Unavailable` when no job can be taken now (queue full, shutting down)."""
+        ...
 
     async def dispatch(self, job: Job) -> None: ...
 
     async def cancel(self, job_id: str, reason: str = "Cancelled") -> None: ...
+
+    async def start(self) -> None: ...
+
+    async def shutdown(self) -> None:
+        """Stop taking jobs; let running ones finish within the grace period; cancel the rest."""
+        ...
+
+    def stats(self) -> dict[str, Any]:
+        """Counts for the health endpoint (running, queued, workers...)."""
+        ...
 
 
 def first_validation_error(exc: ValidationError, prefix: str) -> InvalidSubmission:
@@ -39,9 +51,7 @@ def first_validation_error(exc: ValidationError, prefix: str) -> InvalidSubmissi
 
 
 class JobService:
-    def __init__(
-        self, *, store: JobStore, plugins: PluginRegistry, dispatcher: Dispatcher, max_images: int
-    ) -> None:
+    def __init__(self, *, store: JobStore, plugins: PluginRegistry, dispatcher: Dispatcher, max_images: int) -> None:
         self.store = store
         self.plugins = plugins
         self.dispatcher = dispatcher
@@ -108,8 +118,7 @@ class JobService:
     def _replay(existing: Job, submitted: Job) -> Job:
         if existing.fingerprint != submitted.fingerprint:
             raise JobConflict(
-                f"job id {submitted.job_id!r} is already used by a job with a different payload; "
-                "use a new job_id"
+                f"job id {submitted.job_id!r} is already used by a job with a different payload; use a new job_id"
             )
         return existing
 

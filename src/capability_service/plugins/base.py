@@ -111,9 +111,7 @@ class BasePlugin(ABC):
         return None
 
     @abstractmethod
-    async def process(
-        self, operation: str, config: BaseModel, source: bytes, ctx: ProcessContext
-    ) -> EncodedImage:
+    async def process(self, operation: str, config: BaseModel, source: bytes, ctx: ProcessContext) -> EncodedImage:
         """Turn one source image into one result; raise `ImageError`/`ProviderError` for this image."""
 
     async def health_check(self) -> PluginHealth:

@@ -25,9 +25,7 @@ class ImageCompressPlugin(BasePlugin):
     processing_mode: ClassVar[ProcessingMode] = ProcessingMode.sync
     config_models: ClassVar[Mapping[str, type[BaseModel]]] = {"compress": CompressConfig}
 
-    async def process(
-        self, operation: str, config: BaseModel, source: bytes, ctx: ProcessContext
-    ) -> EncodedImage:
+    async def process(self, operation: str, config: BaseModel, source: bytes, ctx: ProcessContext) -> EncodedImage:
         assert isinstance(config, CompressConfig)
         options = OptimizeOptions(
             format=config.format,

@@ -48,7 +48,11 @@ async def submit_job(submission: JobSubmission, services: ServicesDep) -> JSONRe
         sources=submission.source_image_urls,
     )
     data = {**job.status_view(), "type": job.type, "user_id": job.user_id, "created": created}
-    body = {"success": True, "data": data, "execution_time_ms": round((time.perf_counter() - started) * 1000, 2)}
+    body = {
+        "success": True,
+        "data": data,
+        "execution_time_ms": round((time.perf_counter() - started) * 1000, 2),
+    }
     return JSONResponse(body, status_code=202)
 
 

@@ -30,7 +30,7 @@ async def health(services: ServicesDep) -> dict[str, Any]:
         )
     storage = await services.storage.health()
     jobs = await services.store.health()
-    jobs.update({"running": services.runner.running_jobs, "queued": services.runner.queued_jobs})
+    jobs.update(services.dispatcher.stats())
     healthy = storage.get("healthy", False) and jobs.get("healthy", False)
     return {
         "status": "ok" if healthy else "degraded",

@@ -7,7 +7,10 @@ import time
 
 from capability_service.imaging.canvas import fit_on_canvas
 from capability_service.imaging.types import EncodedImage
-from capability_service.plugins.ai_playground.configs import TEMPERATURE_BY_QUALITY, BackgroundReplacementConfig
+from capability_service.plugins.ai_playground.configs import (
+    TEMPERATURE_BY_QUALITY,
+    BackgroundReplacementConfig,
+)
 from capability_service.plugins.base import PluginDeps, ProcessContext
 from capability_service.providers.base import EditRequest
 
@@ -60,15 +63,31 @@ async def replace_background(
             )
         )
         out = await ctx.run_cpu(
-            fit_on_canvas, result.image, width, height, (255, 255, 255), 0.0, config.format, settings.max_image_pixels
+            fit_on_canvas,
+            result.image,
+            width,
+            height,
+            (255, 255, 255),
+            0.0,
+            config.format,
+            settings.max_image_pixels,
         )
         out.metadata.update({"engine": deps.provider.name, "mode": "generative", **result.details})
     else:
         colour, understood = backdrop_colour(config.background_prompt)
         out = await ctx.run_cpu(
-            fit_on_canvas, source, width, height, colour, config.padding, config.format, settings.max_image_pixels
+            fit_on_canvas,
+            source,
+            width,
+            height,
+            colour,
+            config.padding,
+            config.format,
+            settings.max_image_pixels,
         )
-        out.metadata.update({"engine": "offline", "mode": "composite", "background": "#%02x%02x%02x" % colour})
+        out.metadata.update(
+            {"engine": "offline", "mode": "composite", "background": "#{:02x}{:02x}{:02x}".format(*colour)}
+        )
         if not understood:
             out.metadata["note"] = "the prompt names no colour the offline engine knows; used white"
     out.metadata["processing_ms"] = round((time.perf_counter() - started) * 1000, 1)

@@ -42,9 +42,7 @@ class AiPlaygroundPlugin(BasePlugin):
             return "generative background replacement needs a remote image model: set AI_API_KEY"
         return None
 
-    async def process(
-        self, operation: str, config: BaseModel, source: bytes, ctx: ProcessContext
-    ) -> EncodedImage:
+    async def process(self, operation: str, config: BaseModel, source: bytes, ctx: ProcessContext) -> EncodedImage:
         max_pixels = self.deps.settings.max_image_pixels
         if isinstance(config, BatchOptimizationConfig):
             options = OptimizeOptions(
