@@ -147,17 +147,37 @@ def expand_vars(text: str, environ: dict[str, str] | None = None) -> str:
     return _VAR_PATTERN.sub(replace, text)
 
 
+def _expand_tree(node: Any, environ: dict[str, str] | None) -> Any:
+    # Expanded after parsing, so comments are left alone and a value from the environment can never
+    # change the YAML's structure.
+    if isinstance(node, dict):
+        return {key: _expand_tree(value, environ) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_expand_tree(value, environ) for value in node]
+    if isinstance(node, str) and "${" in node:
+        expanded = expand_vars(node, environ)
+        if _VAR_PATTERN.fullmatch(node):
+            # A value that is one variable takes the variable's YAML type: "false" -> False, "3" -> 3.
+            return yaml.safe_load(expanded) if expanded.strip() else ""
+        return expanded
+    return node
+
+
 def load_plugin_config(path: Path, environ: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
     if not path.exists():
         return {}
     try:
-        data = yaml.safe_load(expand_vars(path.read_text(encoding="utf-8"), environ)) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"PLUGINS_CONFIG {path}: not valid YAML: {exc}") from exc
     plugins = data.get("plugins", {}) if isinstance(data, dict) else None
     if not isinstance(plugins, dict) or not all(isinstance(v, dict) for v in plugins.values()):
         raise ConfigError(f"PLUGINS_CONFIG {path}: expected a mapping `plugins: {{name: {{...}}}}`")
-    return {str(name): dict(values) for name, values in plugins.items()}
+    try:
+        expanded = _expand_tree(plugins, environ)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"PLUGINS_CONFIG {path}: a variable expands to invalid YAML: {exc}") from exc
+    return {str(name): dict(values) for name, values in expanded.items()}
 
 
 def load_settings(**overrides: Any) -> Settings:

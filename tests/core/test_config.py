@@ -1,0 +1,111 @@
+"""Settings: environment names of the contract, production refusals, plugin YAML with ${VAR}."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from capability_service.core.config import (
+    DEFAULT_DEV_API_KEY,
+    ConfigError,
+    expand_vars,
+    load_plugin_config,
+    load_settings,
+)
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # Run from an empty directory so a developer's .env cannot leak in.
+    monkeypatch.chdir(tmp_path)
+    for name in ("API_KEYS", "ENVIRONMENT", "MAX_IMAGES_PER_JOB", "CORS_ORIGINS", "STORAGE_BACKEND", "S3_BUCKET"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_development_works_out_of_the_box_with_the_documented_key() -> None:
+    settings = load_settings()
+    assert settings.api_keys == [DEFAULT_DEV_API_KEY]
+    assert settings.job_backend == "memory" and settings.storage_backend == "local"
+    assert (settings.ai_target_width, settings.ai_target_height, settings.ai_default_temperature) == (1500, 2000, 0.5)
+    assert settings.max_images_per_job == 100
+
+
+def test_contract_names_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("API_KEYS", "key-one-123456, key-two-123456")
+    monkeypatch.setenv("CORS_ORIGINS", "https://a.example,https://b.example")
+    monkeypatch.setenv("MAX_IMAGES_PER_JOB", "7")
+    monkeypatch.setenv("SOURCE_ALLOW_PRIVATE_NETWORKS", "true")
+    settings = load_settings()
+    assert settings.api_keys == ["key-one-123456", "key-two-123456"]
+    assert settings.cors_origins == ["https://a.example", "https://b.example"]
+    assert settings.max_images_per_job == 7
+    assert settings.source_allow_private_networks is True
+
+
+def test_dotenv_file_is_read(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("MAX_IMAGES_PER_JOB=9\n")
+    assert load_settings().max_images_per_job == 9
+
+
+@pytest.mark.parametrize("keys", [DEFAULT_DEV_API_KEY, "", f"real-key-123456,{DEFAULT_DEV_API_KEY}"])
+def test_production_refuses_default_or_missing_keys(monkeypatch: pytest.MonkeyPatch, keys: str) -> None:
+    monkeypatch.setenv("ENVIRONMENT", "production")
+    monkeypatch.setenv("API_KEYS", keys)
+    with pytest.raises(ConfigError, match="API_KEYS"):
+        load_settings()
+
+
+def test_production_starts_with_real_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ENVIRONMENT", "production")
+    monkeypatch.setenv("API_KEYS", "a-real-secret-key")
+    assert load_settings().environment.value == "production"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("MAX_IMAGES_PER_JOB", "lots"), ("MAX_IMAGES_PER_JOB", "0"), ("ENVIRONMENT", "staging"), ("JOB_BACKEND", "kafka")],
+)
+def test_invalid_settings_fail_naming_the_setting(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=name):
+        load_settings()
+
+
+def test_s3_backend_requires_a_bucket(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STORAGE_BACKEND", "s3")
+    with pytest.raises(ConfigError, match="S3_BUCKET"):
+        load_settings()
+
+
+def test_plugin_yaml_expands_variables(tmp_path: Path) -> None:
+    path = tmp_path / "plugins.yaml"
+    path.write_text("plugins:\n  ai-playground:\n    enabled: ${ON}\n    note: ${MISSING:-fallback}\n")
+    config = load_plugin_config(path, environ={"ON": "false"})
+    assert config == {"ai-playground": {"enabled": False, "note": "fallback"}}
+
+
+def test_plugin_yaml_with_an_unset_variable_names_it(tmp_path: Path) -> None:
+    path = tmp_path / "plugins.yaml"
+    path.write_text("plugins:\n  x:\n    key: ${NOT_SET_ANYWHERE}\n")
+    with pytest.raises(ConfigError, match="NOT_SET_ANYWHERE"):
+        load_plugin_config(path, environ={})
+
+
+@pytest.mark.parametrize("text", ["plugins: [1, 2]", "plugins:\n  a: 3\n", ": : :"])
+def test_malformed_plugin_yaml_is_refused(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "plugins.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match="PLUGINS_CONFIG"):
+        load_plugin_config(path)
+
+
+def test_expand_vars_leaves_plain_text_alone() -> None:
+    assert expand_vars("no variables $HOME here", environ={}) == "no variables $HOME here"
+
+
+def test_shipped_plugin_config_loads() -> None:
+    shipped = Path(__file__).parents[2] / "config" / "plugins.yaml"
+    config = load_plugin_config(shipped, environ={})
+    assert config["ai-playground"]["enabled"] is True
+    assert config["image-compress"]["enabled"] is True
