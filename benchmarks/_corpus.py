@@ -1,0 +1,105 @@
+"""A corpus of real ~10 MP photos for the benchmarks, and a loopback HTTP server to fetch them from.
+
+Every photo is derived from `tests/data/camera_3648x2736.jpg` (a real 10 MP camera JPEG): each one is
+a different crop scaled back to full size, flipped or turned, colour-shifted and re-encoded at its own
+quality, so no two files share bytes or pixels and no cache (libjpeg, the OS, a CDN) can make a later
+image cheaper than the first. The same `count` always gives the same files.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pyvips
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SOURCE_PHOTO = REPO_ROOT / "tests" / "data" / "camera_3648x2736.jpg"
+PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+
+
+def _variant(source: pyvips.Image, index: int) -> tuple[pyvips.Image, dict[str, Any]]:
+    width, height = source.width, source.height
+    # A crop of 88..100 % of each side, its origin walking across the frame, scaled back to the
+    # source size: different pixels everywhere at the same megapixel count.
+    keep = 1.0 - 0.012 * (index % 11)
+    crop_w, crop_h = round(width * keep), round(height * keep)
+    left = (index * 37) % (width - crop_w + 1)
+    top = (index * 53) % (height - crop_h + 1)
+    image = source.crop(left, top, crop_w, crop_h)
+    if (crop_w, crop_h) != (width, height):
+        image = image.resize(width / crop_w, vscale=height / crop_h, kernel="lanczos3")
+    # Turns give portrait photos too, as sellers shoot both.
+    turn = index % 4
+    if turn == 1:
+        image = image.fliphor()
+    elif turn == 2:
+        image = image.rot90()
+    elif turn == 3:
+        image = image.flipver().fliphor()
+    # A slight exposure and colour-balance shift per photo.
+    gain = [1.0 + 0.015 * ((index * k) % 7 - 3) for k in (1, 2, 3)]
+    image = (image.linear(gain, [2.0 * ((index % 5) - 2)] * 3)).cast("uchar")
+    options: dict[str, Any] = {
+        "Q": 80 + (index * 7) % 16,
+        # Phone cameras write 4:2:0; some editors keep full chroma.
+        "subsample_mode": "off" if index % 5 == 4 else "on",
+        "optimize_coding": index % 2 == 0,
+        "keep": "none",
+    }
+    return image, options
+
+
+def write_corpus(directory: Path, count: int = 20, source: Path = SOURCE_PHOTO) -> list[Path]:
+    """Write `count` distinct ~10 MP JPEGs into `directory` (created if needed); returns their paths.
+
+    Deterministic: the same `count` and source give the same files, named `photo_NN.jpg`.
+    """
+    if count < 1:
+        raise ValueError("count must be at least 1")
+    directory.mkdir(parents=True, exist_ok=True)
+    base = pyvips.Image.new_from_file(str(source), access="random").autorot()
+    if base.bands > 3:
+        base = base.extract_band(0, n=3)
+    base = base.copy_memory()
+    paths: list[Path] = []
+    for index in range(count):
+        image, options = _variant(base, index)
+        path = directory / f"photo_{index:02d}.jpg"
+        path.write_bytes(bytes(image.jpegsave_buffer(**options)))
+        paths.append(path)
+    return paths
+
+
+def list_photos(directory: Path) -> list[Path]:
+    """The photos of a corpus directory (JPEG, PNG, WebP), in name order."""
+    return sorted(p for p in directory.iterdir() if p.is_file() and p.suffix.lower() in PHOTO_SUFFIXES)
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+
+@contextmanager
+def serve_directory(directory: Path) -> Iterator[str]:
+    """Serve the files of `directory` on an ephemeral 127.0.0.1 port from a daemon thread.
+
+    Yields the base URL (`http://127.0.0.1:PORT`); the server stops when the block exits.
+    """
+    handler = partial(_QuietHandler, directory=str(directory))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, name="corpus-http", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
