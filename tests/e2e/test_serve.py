@@ -1,0 +1,94 @@
+"""One real `capability-service serve` process on a free port, driven over real HTTP."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.api.helpers import parse_sse
+from tests.conftest import API_KEY, AUTH, read_image
+from tests.support.servers import free_port, http_server, static_bytes, wait_for_port
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "API_KEYS": API_KEY,
+        "LOCAL_STORAGE_DIR": str(tmp_path / "results"),
+        "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
+        "SOURCE_ALLOW_PRIVATE_NETWORKS": "true",
+        "PLUGINS_CONFIG": str(tmp_path / "none.yaml"),
+        "SHUTDOWN_GRACE_SECONDS": "20",
+    }
+    command = [sys.executable, "-m", "capability_service.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    process = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        wait_for_port(port, timeout=30)
+        yield f"http://127.0.0.1:{port}", process
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=10)
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+def test_walkthrough_over_real_http(service: tuple[str, subprocess.Popen[bytes]]) -> None:
+    base, _process = service
+    with httpx.Client(base_url=base, timeout=30) as client, http_server(
+        {"/photo.jpg": static_bytes(read_image("grace_hopper.jpg"))}
+    ) as images:
+        assert client.get("/api/v1/health").json()["status"] == "ok"
+        payload = {
+            "job_id": "walk-1",
+            "user_id": "u-42",
+            "type": "batch_optimization",
+            "config": {"quality": "standard", "format": "jpg", "maxSize": 256},
+            "source_image_urls": [f"{images}/photo.jpg", f"{images}/missing.jpg"],
+        }
+        started = time.monotonic()
+        response = client.post("/api/v1/ai/job", json=payload, headers=AUTH)
+        assert response.status_code == 202
+        with client.stream("GET", "/api/v1/ai/job/walk-1/stream", headers=AUTH) as stream:
+            body = "".join(stream.iter_text())
+        assert time.monotonic() - started < 30
+        events = parse_sse(body)
+        assert events[-1][0] == "completed"
+        result = client.get("/api/v1/ai/job/walk-1", headers=AUTH).json()
+        assert result["status"] == "completed"
+        assert "HTTP 404" in result["errors"][0]["error"]
+        image = client.get(result["result_image_urls"][0])
+        assert image.status_code == 200
+        assert image.headers["content-type"] == "image/jpeg"
+        assert image.content[:3] == b"\xff\xd8\xff"
+        assert client.post("/api/v1/ai/job/walk-1/cancel", headers=AUTH).status_code == 409
+
+
+def test_sigterm_lets_the_running_job_finish(service: tuple[str, subprocess.Popen[bytes]], tmp_path: Path) -> None:
+    base, process = service
+    with httpx.Client(base_url=base, timeout=30) as client, http_server(
+        {"/slow.jpg": static_bytes(read_image("rocket.jpg"), delay=1.0)}
+    ) as images:
+        payload = {"job_id": "term", "type": "batch_optimization", "source_image_urls": [f"{images}/slow.jpg"]}
+        assert client.post("/api/v1/ai/job", json=payload, headers=AUTH).status_code == 202
+        time.sleep(0.3)
+        process.send_signal(signal.SIGTERM)
+        # uvicorn re-raises the signal after its graceful shutdown, so the exit is by SIGTERM.
+        assert process.wait(timeout=20) in (0, -signal.SIGTERM)
+    assert process.stdout is not None
+    log = process.stdout.read().decode()
+    assert "Traceback" not in log
+    # The job finished during the grace period: its result is on disk.
+    assert list((tmp_path / "results").rglob("term/0.webp")), log
