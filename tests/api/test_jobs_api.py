@@ -7,8 +7,8 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
-import pyvips
 import pytest
+import pyvips
 
 from tests.api.helpers import data_uri, parse_sse, submit, wait_final
 from tests.conftest import AUTH, read_image
@@ -210,9 +210,7 @@ async def test_unknown_job_is_404(client: httpx.AsyncClient, path: str) -> None:
 async def test_another_users_job_is_404_to_them(client: httpx.AsyncClient) -> None:
     await submit(client, job_id="mine", user_id="alice", type="batch_optimization", source_image_urls=["data:,a"])
     for path, method in (("/status", "GET"), ("", "GET"), ("/cancel", "POST"), ("/stream", "GET")):
-        response = await client.request(
-            method, f"/api/v1/ai/job/mine{path}", headers={**AUTH, "X-User-Id": "mallory"}
-        )
+        response = await client.request(method, f"/api/v1/ai/job/mine{path}", headers={**AUTH, "X-User-Id": "mallory"})
         if path == "/stream":
             assert parse_sse(response.text)[0][0] == "error"
         else:
@@ -239,7 +237,9 @@ async def test_stream_sends_progress_then_one_final_event(client: httpx.AsyncCli
 
 
 async def test_late_subscriber_gets_the_final_state_and_the_stream_ends(client: httpx.AsyncClient) -> None:
-    await submit(client, job_id="late", type="batch_optimization", config=OPTIMIZE, source_image_urls=[data_uri("rocket.jpg")])
+    await submit(
+        client, job_id="late", type="batch_optimization", config=OPTIMIZE, source_image_urls=[data_uri("rocket.jpg")]
+    )
     await wait_final(client, "late")
     response = await client.get("/api/v1/ai/job/late/stream", headers=AUTH)
     events = parse_sse(response.text)

@@ -47,9 +47,10 @@ def service(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
 
 def test_walkthrough_over_real_http(service: tuple[str, subprocess.Popen[bytes]]) -> None:
     base, _process = service
-    with httpx.Client(base_url=base, timeout=30) as client, http_server(
-        {"/photo.jpg": static_bytes(read_image("grace_hopper.jpg"))}
-    ) as images:
+    with (
+        httpx.Client(base_url=base, timeout=30) as client,
+        http_server({"/photo.jpg": static_bytes(read_image("grace_hopper.jpg"))}) as images,
+    ):
         assert client.get("/api/v1/health").json()["status"] == "ok"
         payload = {
             "job_id": "walk-1",
@@ -78,9 +79,10 @@ def test_walkthrough_over_real_http(service: tuple[str, subprocess.Popen[bytes]]
 
 def test_sigterm_lets_the_running_job_finish(service: tuple[str, subprocess.Popen[bytes]], tmp_path: Path) -> None:
     base, process = service
-    with httpx.Client(base_url=base, timeout=30) as client, http_server(
-        {"/slow.jpg": static_bytes(read_image("rocket.jpg"), delay=1.0)}
-    ) as images:
+    with (
+        httpx.Client(base_url=base, timeout=30) as client,
+        http_server({"/slow.jpg": static_bytes(read_image("rocket.jpg"), delay=1.0)}) as images,
+    ):
         payload = {"job_id": "term", "type": "batch_optimization", "source_image_urls": [f"{images}/slow.jpg"]}
         assert client.post("/api/v1/ai/job", json=payload, headers=AUTH).status_code == 202
         time.sleep(0.3)
