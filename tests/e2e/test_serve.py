@@ -94,3 +94,44 @@ def test_sigterm_lets_the_running_job_finish(service: tuple[str, subprocess.Pope
     assert "Traceback" not in log
     # The job finished during the grace period: its result is on disk.
     assert list((tmp_path / "results").rglob("term/0.webp")), log
+
+
+def test_stream_heartbeats_and_a_disconnect_leaves_nothing_behind(tmp_path: Path) -> None:
+    port = free_port()
+    env = {
+        **os.environ,
+        "API_KEYS": API_KEY,
+        "LOCAL_STORAGE_DIR": str(tmp_path / "results"),
+        "SOURCE_ALLOW_PRIVATE_NETWORKS": "true",
+        "PLUGINS_CONFIG": str(tmp_path / "none.yaml"),
+        "SSE_HEARTBEAT_SECONDS": "0.2",
+        "SHUTDOWN_GRACE_SECONDS": "0",
+    }
+    command = [sys.executable, "-m", "capability_service.cli", "serve", "--port", str(port)]
+    process = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(port, timeout=30)
+        with (
+            httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client,
+            http_server({"/slow.jpg": static_bytes(read_image("rocket.jpg"), delay=5.0)}) as images,
+        ):
+            payload = {"job_id": "hb", "type": "batch_optimization", "source_image_urls": [f"{images}/slow.jpg"]}
+            assert client.post("/api/v1/ai/job", json=payload, headers=AUTH).status_code == 202
+            lines: list[str] = []
+            with client.stream("GET", "/api/v1/ai/job/hb/stream", headers=AUTH) as stream:
+                for line in stream.iter_lines():
+                    lines.append(line)
+                    if sum(1 for seen in lines if seen.startswith(":")) >= 2:
+                        # Checked while the stream is still being read: leaving the loop closes it.
+                        health = client.get("/api/v1/health").json()
+                        assert health["jobs"]["stream_subscribers"] == 1
+                        break
+            assert "event: progress" in lines[:3]
+            assert sum(1 for seen in lines if seen.startswith(": ping")) == 2
+            deadline = time.monotonic() + 10
+            while client.get("/api/v1/health").json()["jobs"]["stream_subscribers"] != 0:
+                assert time.monotonic() < deadline, "the closed stream's subscription was never released"
+                time.sleep(0.1)
+    finally:
+        process.kill()
+        process.wait(timeout=10)

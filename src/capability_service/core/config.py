@@ -106,6 +106,8 @@ class Settings(BaseSettings):
     job_result_ttl_seconds: int = Field(3600, ge=1)
     job_store_max_jobs: int = Field(10_000, ge=1)
     shutdown_grace_seconds: float = Field(30.0, ge=0)
+    # Seconds between SSE heartbeat comments, so proxies keep idle streams open.
+    sse_heartbeat_seconds: float = Field(15.0, gt=0, le=300)
     cpu_executor: Literal["thread", "process"] = "thread"
     cpu_workers: int = Field(default_factory=lambda: os.cpu_count() or 2, ge=1, le=256)
 

@@ -118,7 +118,12 @@ class MemoryJobStore:
         return self._hub.subscribe(job_id)
 
     async def health(self) -> dict[str, Any]:
-        return {"backend": "memory", "healthy": True, "jobs": len(self._jobs)}
+        return {
+            "backend": "memory",
+            "healthy": True,
+            "jobs": len(self._jobs),
+            "stream_subscribers": self._hub.subscriber_count(),
+        }
 
     async def close(self) -> None:
         return None

@@ -18,9 +18,6 @@ from capability_service.jobs.models import Job, JobStatus
 
 router = APIRouter(tags=["ai jobs"], dependencies=[ApiKeyDep])
 
-# SSE comment sent while nothing changes, so proxies and browsers keep the connection open.
-HEARTBEAT_SECONDS = 15
-
 JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 JobIdPath = Annotated[str, Path(pattern=JOB_ID_PATTERN, description="the job id")]
 
@@ -103,4 +100,6 @@ async def stream_job(
                 if snapshot.status.is_final:
                     return
 
-    return EventSourceResponse(events(), ping=HEARTBEAT_SECONDS, headers={"Cache-Control": "no-store"})
+    return EventSourceResponse(
+        events(), ping=services.settings.sse_heartbeat_seconds, headers={"Cache-Control": "no-store"}
+    )
