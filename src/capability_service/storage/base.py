@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 
 class StorageError(Exception):
@@ -12,6 +12,8 @@ class StorageError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class StoredObject:
+    """Where one written object lives."""
+
     key: str
     url: str
     size: int
@@ -39,4 +41,15 @@ class Storage(Protocol):
         """`{"healthy": bool, ...}` for `/api/v1/health`; never raises."""
         ...
 
-    async def close(self) -> None: ...
+    async def close(self) -> None:
+        """Release connections and threads; called once at shutdown."""
+        ...
+
+
+@runtime_checkable
+class KeyFromUrl(Protocol):
+    """A storage that recognises its own result URLs, so sources can be read back without HTTP."""
+
+    def key_from_url(self, url: str) -> str | None:
+        """The key behind `url` if this storage handed it out, else None."""
+        ...

@@ -5,7 +5,11 @@ from __future__ import annotations
 import hashlib
 import re
 
+# Every result key starts with this; a source naming a key outside it is not one of ours.
+RESULT_PREFIX = "ai-playground"
+
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+_KEY_SEGMENT = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")
 
 
 def safe_segment(value: str, *, fallback: str = "anonymous") -> str:
@@ -26,6 +30,19 @@ def safe_segment(value: str, *, fallback: str = "anonymous") -> str:
 
 
 def result_key(user_id: str | None, job_id: str, index: int, ext: str) -> str:
-    ext = _UNSAFE.sub("", ext.lower()) or "bin"
+    """The key of result `index` of a job; `ext` is the file extension without the dot."""
+    if index < 0:
+        raise ValueError("a result index is never negative")
+    ext = re.sub(r"[^a-z0-9]", "", ext.lower())[:8] or "bin"
     user = safe_segment(user_id or "", fallback="anonymous")
-    return f"ai-playground/{user}/{safe_segment(job_id, fallback='job')}/{index}.{ext}"
+    return f"{RESULT_PREFIX}/{user}/{safe_segment(job_id, fallback='job')}/{index}.{ext}"
+
+
+def is_result_key(key: str) -> bool:
+    """True when `key` has the shape of a result key: our prefix, plain segments, no `..`."""
+    if len(key) > 512:
+        return False
+    parts = key.split("/")
+    if len(parts) < 2 or parts[0] != RESULT_PREFIX:
+        return False
+    return all(_KEY_SEGMENT.match(part) and ".." not in part for part in parts[1:])

@@ -7,7 +7,7 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote, urlsplit
 
 from capability_service.storage.base import StorageError, StoredObject
 
@@ -15,6 +15,8 @@ FILES_ROUTE = "/files"
 
 
 class LocalStorage:
+    """Results as files under `root`; URLs are `{public_base_url}/files/{key}`."""
+
     backend = "local"
 
     def __init__(self, root: Path, public_base_url: str) -> None:
@@ -30,11 +32,20 @@ class LocalStorage:
             raise KeyError(key)
         return path
 
+    def key_from_url(self, url: str) -> str | None:
+        """The key behind one of our `/files/` URLs, or None for any other URL."""
+        prefix = f"{self.public_base_url}{FILES_ROUTE}/"
+        if not url.startswith(prefix):
+            return None
+        return unquote(urlsplit(url[len(prefix) :]).path)
+
     def _write(self, path: Path, data: bytes) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         # Temp file in the same directory then rename: readers never see half a file.
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
         try:
+            # mkstemp makes the file private to us; results are meant to be read by a web server too.
+            os.fchmod(fd, 0o644)
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
             os.replace(tmp, path)
@@ -43,7 +54,10 @@ class LocalStorage:
             raise
 
     async def put(self, key: str, data: bytes, content_type: str) -> StoredObject:
-        path = self.path_for(key)
+        try:
+            path = self.path_for(key)
+        except KeyError:
+            raise StorageError(f"refusing to write outside the storage directory: {key!r}") from None
         try:
             await asyncio.to_thread(self._write, path, data)
         except OSError as exc:
@@ -54,7 +68,7 @@ class LocalStorage:
         path = self.path_for(key)
         try:
             return await asyncio.to_thread(path.read_bytes)
-        except FileNotFoundError:
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise KeyError(key) from None
         except OSError as exc:
             raise StorageError(f"could not read {key!r} from local storage: {exc.strerror}") from exc
