@@ -86,6 +86,8 @@ def build_services(settings: Settings) -> Services:
             max_images_in_flight=settings.max_images_in_flight,
             queue_size=settings.job_queue_size,
             shutdown_grace=settings.shutdown_grace_seconds,
+            housekeeping=memory_store.evict,
+            housekeeping_interval=min(60.0, settings.job_result_ttl_seconds / 2),
         )
     jobs = JobService(store=store, plugins=plugins, dispatcher=dispatcher, max_images=settings.max_images_per_job)
     return Services(

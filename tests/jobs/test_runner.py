@@ -125,3 +125,12 @@ async def test_submit_after_shutdown_began_is_503(make_settings: Callable[..., S
     assert response.status_code == 503
     assert "shutting down" in response.json()["detail"]
     assert "Retry-After" in response.headers
+
+
+async def test_finished_jobs_are_forgotten_after_the_ttl_without_new_traffic(make_client: Callable[..., Any]) -> None:
+    client = await make_client(job_result_ttl_seconds=1)
+    await submit(client, job_id="short-lived", type="batch_optimization", source_image_urls=["data:,x"])
+    assert (await wait_final(client, "short-lived"))["status"] == "failed"
+    async with asyncio.timeout(10):
+        while (await client.get("/api/v1/ai/job/short-lived/status", headers=AUTH)).status_code != 404:
+            await asyncio.sleep(0.2)

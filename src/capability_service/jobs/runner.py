@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from capability_service.jobs.errors import Unavailable
@@ -32,6 +33,8 @@ class LocalJobRunner:
         max_images_in_flight: int,
         queue_size: int,
         shutdown_grace: float,
+        housekeeping: Callable[[], object] | None = None,
+        housekeeping_interval: float = 60.0,
     ) -> None:
         self.store = store
         self.plugins = plugins
@@ -45,12 +48,22 @@ class LocalJobRunner:
         self._runs: set[asyncio.Task[None]] = set()
         self._cancel_reasons: dict[str, str] = {}
         self._accepting = False
+        # Periodic clean-up (e.g. evicting expired jobs) so memory shrinks even when no job arrives.
+        self._housekeeping = housekeeping
+        self._housekeeping_interval = housekeeping_interval
 
     async def start(self) -> None:
         self._accepting = True
         self._workers = [
             asyncio.create_task(self._work(), name=f"job-worker-{n}") for n in range(self.max_concurrent_jobs)
         ]
+        if self._housekeeping is not None:
+            self._workers.append(asyncio.create_task(self._keep_house(self._housekeeping), name="housekeeping"))
+
+    async def _keep_house(self, chore: Callable[[], object]) -> None:
+        while True:
+            await asyncio.sleep(self._housekeeping_interval)
+            chore()
 
     def check_capacity(self) -> None:
         if not self._accepting:
