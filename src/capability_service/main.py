@@ -131,7 +131,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         allow_headers=["X-API-Key", "X-User-Id", "Content-Type", "Last-Event-ID"],
         expose_headers=["Retry-After", *image.COMPRESS_HEADERS],
     )
-    app.add_middleware(BodySizeLimit, limits={"/api/v1/image/compress": settings.max_upload_bytes})
+    app.add_middleware(
+        BodySizeLimit,
+        limits={
+            "/api/v1/image/compress": settings.max_upload_bytes,
+            "/api/v1/ai/job": settings.max_job_request_bytes,
+        },
+    )
     install_error_handlers(app)
     app.include_router(health.router, prefix="/api/v1")
     app.include_router(ai.router, prefix="/api/v1")

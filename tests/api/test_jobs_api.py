@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -332,3 +333,22 @@ async def test_cors_allows_the_configured_origin(make_client: Callable[..., Any]
         "/api/v1/ai/job", headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"}
     )
     assert "access-control-allow-origin" not in denied.headers
+
+
+async def test_oversize_submission_is_413_before_it_is_read(make_client: Callable[..., Any]) -> None:
+    client = await make_client(max_job_request_bytes=64 * 1024)
+    sources = [data_uri("rocket.jpg")]  # ~150 KB of base64
+    response = await submit(client, type="batch_optimization", source_image_urls=sources)
+    assert response.status_code == 413
+    assert "limit" in response.json()["detail"]
+
+    async def chunked() -> Any:
+        # No Content-Length: the limit is enforced while the body streams in.
+        body = json.dumps({"type": "batch_optimization", "source_image_urls": sources}).encode()
+        for start in range(0, len(body), 16 * 1024):
+            yield body[start : start + 16 * 1024]
+
+    streamed = await client.post(
+        "/api/v1/ai/job", content=chunked(), headers={**AUTH, "Content-Type": "application/json"}
+    )
+    assert streamed.status_code == 413

@@ -95,6 +95,8 @@ class Settings(BaseSettings):
     # Images
     max_image_pixels: int = Field(50_000_000, ge=1)
     max_upload_bytes: int = Field(50 * 1024 * 1024, ge=1024)
+    # Largest job submission body: data: URIs make it big; larger batches should pass URLs instead.
+    max_job_request_bytes: int = Field(200 * 1024 * 1024, ge=1024)
 
     # Jobs
     job_backend: Literal["memory", "redis"] = "memory"
