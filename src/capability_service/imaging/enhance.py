@@ -1,49 +1,188 @@
-"""Image enhancement: denoise, sharpen, contrast and brightness, optional 2x upscale."""
+"""Image enhancement: denoise, tone (contrast and brightness), sharpen, optional 2x upscale.
+
+Everything scales with `level / 10`, so a higher level changes the photo more, and level 0 changes
+nothing (only `upscale` still applies). The filters were chosen by cost at 10 MP on 2 cores:
+
+- denoise: a bilateral filter (edge-preserving: it averages only across similar colours), its
+  strength set from the noise measured in the photo itself, so a clean photo is barely touched.
+  About 0.1 s at 10 MP; a 3x3 median in libvips takes over 1 s and smears fine texture.
+- tone: one lookup table per image: a percentile stretch whose end points clip at most `CLIP_FRACTION`
+  of the pixels, then a gamma towards a mid-grey mean. Gamma never clips.
+- sharpen: an unsharp mask on luminance only (no colour fringes) whose radius grows with the image,
+  so the same level looks the same on a thumbnail and on a 50 MP photo.
+- upscale: lanczos3, the sharpest of the standard kernels without visible ringing at 2x.
+"""
 
 from __future__ import annotations
 
+import math
 import time
+from typing import Any
 
+import cv2
+import numpy as np
+import numpy.typing as npt
 import pyvips
 
-from capability_service.imaging.decode import open_image, sniff_format
-from capability_service.imaging.encode import encode, to_srgb
-from capability_service.imaging.types import EncodedImage, EnhanceOptions, ImageError
+from capability_service.imaging.decode import Deadline, open_image, probe, vips_error
+from capability_service.imaging.encode import encode, quality_value, to_srgb
+from capability_service.imaging.types import EncodedImage, EnhanceOptions
+
+U8 = npt.NDArray[np.uint8]
+
+# At most this fraction of pixels may end up clipped (at 0 or 255) by the contrast stretch.
+CLIP_FRACTION = 0.005
+# The stretch never multiplies contrast by more than this (flat, foggy photos stay natural).
+MAX_STRETCH_GAIN = 1.6
+# Side of the centre crop the noise level is measured on.
+NOISE_SAMPLE = 768
+
+
+def noise_sigma(luma: U8) -> float:
+    """Standard deviation of white noise in a grey image (Immerkaer's fast estimator)."""
+    h, w = luma.shape
+    top, left = max(0, (h - NOISE_SAMPLE) // 2), max(0, (w - NOISE_SAMPLE) // 2)
+    crop = luma[top : top + NOISE_SAMPLE, left : left + NOISE_SAMPLE].astype(np.float32)
+    if crop.shape[0] < 3 or crop.shape[1] < 3:
+        return 0.0
+    kernel = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], dtype=np.float32)
+    response = np.abs(cv2.filter2D(crop, -1, kernel)[1:-1, 1:-1])
+    return float(math.sqrt(math.pi / 2) * response.mean() / 6)
+
+
+def _luma(pixels: U8) -> U8:
+    if pixels.ndim == 2:
+        return pixels
+    return np.asarray(cv2.cvtColor(pixels, cv2.COLOR_RGB2GRAY), dtype=np.uint8)
+
+
+def denoise(pixels: U8, strength: float) -> U8:
+    """Edge-preserving noise reduction; `strength` 0..1 blends from none to the full filter."""
+    sigma = noise_sigma(_luma(pixels))
+    if sigma < 0.5 or strength <= 0:
+        return pixels
+    # Colour differences below ~2.5 sigma are noise; larger ones are edges and stay untouched.
+    filtered = cv2.bilateralFilter(pixels, 5, 2.5 * sigma, 2.0)
+    weight = min(1.0, strength * 2)
+    if weight >= 1.0:
+        return np.asarray(filtered, dtype=np.uint8)
+    return np.asarray(cv2.addWeighted(filtered, weight, pixels, 1 - weight, 0), dtype=np.uint8)
+
+
+def tone_curve(pixels: U8, strength: float) -> U8:
+    """The 256-entry lookup table of the contrast stretch and brightness gamma at `strength`."""
+    sample = pixels[::4, ::4]
+    low_channel = sample if sample.ndim == 2 else sample.min(axis=2)
+    high_channel = sample if sample.ndim == 2 else sample.max(axis=2)
+    low = float(np.percentile(low_channel, CLIP_FRACTION * 50))
+    high = float(np.percentile(high_channel, 100 - CLIP_FRACTION * 50))
+    if high - low < 8:
+        low, high = 0.0, 255.0
+    gain = min(MAX_STRETCH_GAIN, 255.0 / (high - low))
+    # Keep the stretch centred on the range it found, clipped only where the percentiles allow.
+    centre = (low + high) / 2
+    x = np.arange(256, dtype=np.float64)
+    stretched = np.clip((x - centre) * gain + 127.5 + (centre - 127.5) * (1 - gain / (255 / (high - low))), 0, 255)
+    curve = x + strength * (stretched - x)
+    mean = float(np.interp(_luma(sample).mean(), x, curve)) / 255
+    if 0.02 < mean < 0.98:
+        gamma = min(1.35, max(0.75, math.log(0.5) / math.log(mean)))
+        gamma = gamma ** (strength * 0.5)
+        curve = 255 * (np.clip(curve, 0, 255) / 255) ** gamma
+    return np.clip(np.rint(curve), 0, 255).astype(np.uint8)
+
+
+def adjust_tone(pixels: U8, strength: float) -> U8:
+    """Contrast and brightness through one lookup table (see `tone_curve`)."""
+    if strength <= 0:
+        return pixels
+    return np.asarray(cv2.LUT(pixels, tone_curve(pixels, strength)), dtype=np.uint8)
+
+
+def sharpen_radius(width: int, height: int) -> float:
+    """Gaussian sigma of the unsharp mask: grows with the image so detail of the same scale is hit."""
+    return min(3.0, max(0.5, max(width, height) / 2500))
+
+
+def sharpen(pixels: U8, strength: float) -> U8:
+    """Unsharp mask on luminance, amount 0.8 at full `strength`."""
+    if strength <= 0:
+        return pixels
+    amount = 0.8 * strength
+    sigma = sharpen_radius(pixels.shape[1], pixels.shape[0])
+    if pixels.ndim == 2:
+        blurred = cv2.GaussianBlur(pixels, (0, 0), sigma)
+        return np.asarray(cv2.addWeighted(pixels, 1 + amount, blurred, -amount, 0), dtype=np.uint8)
+    ycc = cv2.cvtColor(pixels, cv2.COLOR_RGB2YCrCb)
+    luma = ycc[:, :, 0]
+    blurred = cv2.GaussianBlur(luma, (0, 0), sigma)
+    ycc[:, :, 0] = cv2.addWeighted(luma, 1 + amount, blurred, -amount, 0)
+    return np.asarray(cv2.cvtColor(ycc, cv2.COLOR_YCrCb2RGB), dtype=np.uint8)
 
 
 def enhance(data: bytes, options: EnhanceOptions) -> EncodedImage:
+    """Enhance one image at full size (or 2x with `upscale`); raises `ImageError` with the reason."""
     started = time.perf_counter()
-    source_format = sniff_format(data)
-    image = open_image(data, options.max_pixels)
-    original_width, original_height = image.width, image.height
-    strength = options.level / 10
+    deadline = Deadline(options.timeout_seconds)
+    info = probe(data, options.max_pixels, options.max_frames)
+    strength = max(0, min(10, options.level)) / 10
+    notes: dict[str, Any] = {}
+    if info.frames > 1:
+        notes["frames"] = 1
+        notes["source_frames"] = info.frames
     try:
-        image = to_srgb(image.autorot())
-        if options.denoise and strength > 0:
-            image = image.median(3)
-        if options.sharpen and strength > 0:
-            image = image.sharpen(sigma=1.0, m2=2.0 * strength)
+        image = open_image(data, options.max_pixels, max_frames=options.max_frames)
+        if info.orientation != 1:
+            image = image.autorot()
+        image = to_srgb(image, notes)
+        alpha = None
+        if image.hasalpha():
+            alpha = image.extract_band(image.bands - 1)
+            image = image.extract_band(0, n=image.bands - 1)
         if strength > 0:
-            # Gentle linear contrast stretch around mid-grey, scaled by the level.
-            gain = 1 + 0.1 * strength
-            image = (image * gain + 128 * (1 - gain)).cast("uchar")
+            profile = image.get("icc-profile-data") if image.get_typeof("icc-profile-data") else None
+            pixels = np.asarray(deadline.watch(image).numpy(), dtype=np.uint8)
+            deadline.check()
+            if options.denoise:
+                pixels = denoise(pixels, strength)
+            pixels = adjust_tone(pixels, strength)
+            if options.sharpen:
+                pixels = sharpen(pixels, strength)
+            deadline.check()
+            image = pyvips.Image.new_from_array(pixels, interpretation="srgb" if pixels.ndim == 3 else "b-w")
+            if profile is not None:
+                image.set_type(pyvips.GValue.blob_type, "icc-profile-data", profile)
+        if alpha is not None:
+            image = image.bandjoin(alpha)
         if options.upscale:
-            image = image.resize(2, kernel="lanczos3")
+            if image.width * image.height * 4 > options.max_pixels:
+                notes["upscale_skipped"] = (
+                    f"2x would exceed the {options.max_pixels / 1e6:g} MP limit; the size is unchanged"
+                )
+            else:
+                image = image.resize(2, kernel="lanczos3")
     except pyvips.Error as exc:
-        raise ImageError(f"the image could not be enhanced: {str(exc).splitlines()[0]}") from None
-    out = encode(image, options.format, "high")
+        raise vips_error(exc, "enhanced", deadline) from None
+    out = encode(image, options.format, options.quality, background=options.background, deadline=deadline)
+    source_w, source_h = info.upright_size
     return EncodedImage(
         data=out,
         format=options.format,
         width=image.width,
         height=image.height,
         metadata={
-            "original_width": original_width,
-            "original_height": original_height,
+            "original_width": source_w,
+            "original_height": source_h,
             "original_bytes": len(data),
-            "original_format": source_format,
+            "original_format": info.format,
+            "result_width": image.width,
+            "result_height": image.height,
             "result_bytes": len(out),
-            "compression_ratio": round(len(data) / len(out), 3) if out else None,
+            "result_format": options.format,
+            "compression_ratio": round(len(data) / len(out), 3),
+            "quality": quality_value(options.format, options.quality),
+            "enhancement_level": options.level,
+            **notes,
             "processing_ms": round((time.perf_counter() - started) * 1000, 1),
         },
     )

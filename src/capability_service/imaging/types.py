@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 OutputFormat = Literal["webp", "jpg", "png", "avif"]
 Quality = Literal["low", "standard", "high"]
+RGB = tuple[int, int, int]
 
 CONTENT_TYPES: dict[str, str] = {
     "webp": "image/webp",
@@ -15,6 +16,12 @@ CONTENT_TYPES: dict[str, str] = {
     "avif": "image/avif",
 }
 
+# Defaults shared by every entry point; the service passes its settings instead.
+DEFAULT_MAX_PIXELS = 50_000_000
+DEFAULT_MAX_FRAMES = 300
+DEFAULT_TIMEOUT_SECONDS = 120.0
+WHITE: RGB = (255, 255, 255)
+
 
 class ImageError(Exception):
     """The image cannot be processed (unsupported, broken, too large); the message is user-facing."""
@@ -22,6 +29,8 @@ class ImageError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class EncodedImage:
+    """An encoded result and what is known about it (see `optimize` for the metadata keys)."""
+
     data: bytes
     format: OutputFormat
     width: int
@@ -35,18 +44,35 @@ class EncodedImage:
 
 @dataclass(frozen=True, slots=True)
 class OptimizeOptions:
+    """How `optimize` resizes and re-encodes one image.
+
+    `png_palette` None means: by preset (quantised to a palette for `low`, lossless otherwise).
+    `background` is what transparent pixels become when the output (jpg) has no alpha.
+    """
+
     format: OutputFormat = "webp"
     quality: Quality = "standard"
     max_size: int = 1920
     maintain_aspect: bool = True
-    max_pixels: int = 50_000_000
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_frames: int = DEFAULT_MAX_FRAMES
+    timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
+    background: RGB = WHITE
+    png_palette: bool | None = None
+    keep_animation: bool = True
 
 
 @dataclass(frozen=True, slots=True)
 class EnhanceOptions:
+    """How `enhance` improves one image; `level` 0 means no change at all (upscale aside)."""
+
     level: int = 5
     sharpen: bool = True
     denoise: bool = True
     upscale: bool = False
     format: OutputFormat = "png"
-    max_pixels: int = 50_000_000
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    quality: Quality = "high"
+    max_frames: int = DEFAULT_MAX_FRAMES
+    timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
+    background: RGB = WHITE
