@@ -72,7 +72,10 @@ def to_srgb(image: pyvips.Image, notes: dict[str, Any] | None = None) -> pyvips.
     try:
         if interpretation == "cmyk" or colour_bands == 4:
             description = _profile_description(profile) if profile else "generic CMYK"
-            image = image.icc_transform("srgb", embedded=profile is not None, input_profile="cmyk")
+            # Black point compensation maps the ink black to sRGB black, as Photoshop does by default.
+            image = image.icc_transform(
+                "srgb", embedded=profile is not None, input_profile="cmyk", black_point_compensation=True
+            )
             notes["colour_converted_from"] = description or "CMYK"
         elif colour_bands <= 2 and interpretation in ("b-w", "grey16", "multiband"):
             image = _strip_profile(image)

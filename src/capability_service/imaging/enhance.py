@@ -133,7 +133,8 @@ def enhance(data: bytes, options: EnhanceOptions) -> EncodedImage:
     try:
         image = open_image(data, options.max_pixels, max_frames=options.max_frames)
         if info.orientation != 1:
-            image = image.autorot()
+            # Turning needs random access; enhancement holds the whole image in memory anyway.
+            image = deadline.watch(image).copy_memory().autorot()
         image = to_srgb(image, notes)
         alpha = None
         if image.hasalpha():

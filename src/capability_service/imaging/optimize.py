@@ -116,7 +116,8 @@ def optimize(data: bytes, options: OptimizeOptions) -> EncodedImage:
             )
             image = _resize(image, stored_w, stored_h)
             if info.orientation != 1:
-                image = image.autorot()
+                # Turning needs random access; the resized image is small enough to hold.
+                image = deadline.watch(image).copy_memory().autorot()
             image = _crop(image, out_w, out_h)
         image = to_srgb(image, notes)
         if image.hasalpha() and options.format != "jpg" and not animated:
