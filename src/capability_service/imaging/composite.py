@@ -1,0 +1,323 @@
+"""The product's own pixels on a new background, at the marketplace's target size.
+
+`cut_out` finds the product (the model and its refinement on a reduced copy of the photo, or the
+photo's own alpha channel when it has one), decides where it goes on the canvas (centred, scaled to fit
+inside the padding) and decodes only that: the product region at its final scale, straight from the
+file (JPEG shrink-on-load), never the full-size photo. `compose` lays it on a background with an
+optional soft contact shadow. Wherever the matte is opaque the result's pixels are the source's,
+resampled only for scale.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+import pyvips
+
+from capability_service.imaging import segment
+from capability_service.imaging.decode import open_image
+from capability_service.imaging.encode import encode
+from capability_service.imaging.types import EncodedImage, ImageError, OutputFormat, Quality
+
+UInt8Array = npt.NDArray[np.uint8]
+Float32Array = npt.NDArray[np.float32]
+
+# Longer side of the copy the product is found on: the model sees 320 px, the refinement snaps the
+# matte to the photo's edges at this size, and the fast guided filter carries it to full scale.
+WORK_SIDE = 768
+# Below this share of the photo the model found nothing worth placing.
+MIN_COVERAGE = 0.002
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """Where the product comes from and where it goes."""
+
+    # x, y, width, height of the product's region in the (upright) source photo
+    crop: tuple[int, int, int, int]
+    # x, y, width, height of the same region on the canvas
+    box: tuple[int, int, int, int]
+    # canvas pixels per source pixel
+    scale: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"crop": list(self.crop), "box": list(self.box), "scale": round(self.scale, 6)}
+
+
+@dataclass(frozen=True, slots=True)
+class Cutout:
+    """The product at its final scale, ready to be laid on any background of the canvas size."""
+
+    rgb: UInt8Array
+    alpha: Float32Array
+    placement: Placement
+    canvas: tuple[int, int]
+    # share of the source photo that is product (0..1)
+    coverage: float
+    # "u2netp" (the model) or "source-alpha" (the photo came cut out)
+    engine: str
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def _to_rgb8(image: pyvips.Image) -> pyvips.Image:
+    """sRGB, 8 bits, 3 bands plus alpha when present."""
+    if image.interpretation not in ("srgb", "b-w") or image.format != "uchar":
+        image = image.colourspace("srgb")
+    if image.format != "uchar":
+        image = image.cast("uchar")
+    if image.bands in (1, 2):
+        image = image.colourspace("srgb")
+    if image.bands > 4:
+        image = image.extract_band(0, n=4)
+    return image
+
+
+def _decode(data: bytes, width: int, height: int) -> tuple[UInt8Array, Float32Array | None]:
+    """The upright photo resampled to exactly width x height, and its alpha (0..1) if it has one."""
+    try:
+        image = pyvips.Image.thumbnail_buffer(data, width, height=height, size="force")
+        image = _to_rgb8(image)
+        pixels = np.asarray(image.numpy(), dtype=np.uint8)
+    except pyvips.Error as exc:
+        raise ImageError(f"the image could not be read: {str(exc).splitlines()[0]}") from None
+    if pixels.ndim == 2:
+        pixels = np.repeat(pixels[..., None], 3, axis=2)
+    rgb = np.ascontiguousarray(pixels[..., :3])
+    alpha = pixels[..., 3].astype(np.float32) / 255.0 if pixels.shape[2] == 4 else None
+    return rgb, alpha
+
+
+def _upright_size(data: bytes, max_pixels: int) -> tuple[int, int]:
+    image = open_image(data, max_pixels)
+    width, height = image.width, image.height
+    orientation = image.get("orientation") if image.get_typeof("orientation") else 1
+    if orientation in (5, 6, 7, 8):
+        width, height = height, width
+    return width, height
+
+
+def _usable_alpha(alpha: Float32Array | None) -> bool:
+    """A photo that arrives cut out: a real transparent area and a real opaque one."""
+    if alpha is None:
+        return False
+    coverage = float(alpha.mean())
+    return MIN_COVERAGE < coverage < 0.98 and float(alpha.min()) < 0.02
+
+
+def _placement(
+    bbox: tuple[int, int, int, int], source: tuple[int, int], canvas: tuple[int, int], padding: float
+) -> Placement:
+    _, _, w, h = bbox
+    inner_w = max(1.0, canvas[0] * (1.0 - 2.0 * padding))
+    inner_h = max(1.0, canvas[1] * (1.0 - 2.0 * padding))
+    scale = min(inner_w / w, inner_h / h)
+    box_w, box_h = max(1, round(w * scale)), max(1, round(h * scale))
+    left = (canvas[0] - box_w) // 2
+    top = (canvas[1] - box_h) // 2
+    return Placement(crop=bbox, box=(left, top, box_w, box_h), scale=scale)
+
+
+def _bbox(alpha: Float32Array, scale_x: float, scale_y: float, source: tuple[int, int]) -> tuple[int, int, int, int]:
+    """The product's bounding box in source pixels, from its matte on the reduced copy."""
+    ys, xs = np.nonzero(alpha > 0.02)
+    x0 = max(0, int(np.floor(xs.min() * scale_x)))
+    y0 = max(0, int(np.floor(ys.min() * scale_y)))
+    x1 = min(source[0], int(np.ceil((xs.max() + 1) * scale_x)))
+    y1 = min(source[1], int(np.ceil((ys.max() + 1) * scale_y)))
+    return x0, y0, max(1, x1 - x0), max(1, y1 - y0)
+
+
+def _region(
+    array: npt.NDArray[Any], crop: tuple[int, int, int, int], factor: tuple[float, float], size: tuple[int, int]
+) -> npt.NDArray[Any]:
+    """`array` (reduced-copy coordinates) cut to the source region `crop` and resized to `size`."""
+    x, y, w, h = crop
+    fx, fy = factor
+    # Sub-pixel crop via an affine warp, so the reduced maps line up with the full-scale pixels.
+    sx, sy = size[0] / w, size[1] / h
+    matrix = np.array([[sx * fx, 0.0, -x * sx + 0.5 * sx * fx - 0.5], [0.0, sy * fy, -y * sy + 0.5 * sy * fy - 0.5]])
+    warped = cv2.warpAffine(array, matrix, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return np.asarray(warped)
+
+
+def cut_out(
+    data: bytes,
+    canvas: tuple[int, int],
+    padding: float,
+    max_pixels: int,
+    *,
+    grabcut: bool = True,
+    threads: int | None = None,
+) -> Cutout:
+    """Find the product in a photo and prepare it at its final scale and place on the canvas."""
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    source = _upright_size(data, max_pixels)
+    work_scale = min(1.0, WORK_SIDE / max(source))
+    work_size = (max(1, round(source[0] * work_scale)), max(1, round(source[1] * work_scale)))
+    work_rgb, work_alpha = _decode(data, *work_size)
+    timings["decode_ms"] = _ms(started)
+
+    step = time.perf_counter()
+    if _usable_alpha(work_alpha):
+        assert work_alpha is not None
+        engine = "source-alpha"
+        alpha = work_alpha
+    else:
+        engine = segment.MODEL_NAME
+        prob = segment.probability(work_rgb, threads)
+        timings["model_ms"] = _ms(step)
+        step = time.perf_counter()
+        alpha = segment.refine_alpha(work_rgb, prob, segment.RefineOptions(grabcut=grabcut))
+        timings["refine_ms"] = _ms(step)
+    coverage = float(alpha.mean())
+    if coverage < MIN_COVERAGE:
+        raise ImageError("no product could be found in the photo; use a photo with the product clearly in front")
+
+    step = time.perf_counter()
+    factor = (source[0] / work_size[0], source[1] / work_size[1])
+    bbox = _bbox(alpha, factor[0], factor[1], source)
+    place = _placement(bbox, source, canvas, padding)
+    full_size = (max(1, round(source[0] * place.scale)), max(1, round(source[1] * place.scale)))
+    box_x, box_y, box_w, box_h = place.box
+    crop_x = round(bbox[0] * place.scale)
+    crop_y = round(bbox[1] * place.scale)
+    crop_x = min(crop_x, full_size[0] - box_w)
+    crop_y = min(crop_y, full_size[1] - box_h)
+    try:
+        product = pyvips.Image.thumbnail_buffer(data, full_size[0], height=full_size[1], size="force")
+        product = _to_rgb8(product).crop(max(0, crop_x), max(0, crop_y), box_w, box_h)
+        pixels = np.asarray(product.numpy(), dtype=np.uint8)
+    except pyvips.Error as exc:
+        raise ImageError(f"the image could not be read: {str(exc).splitlines()[0]}") from None
+    if pixels.ndim == 2:
+        pixels = np.repeat(pixels[..., None], 3, axis=2)
+    rgb = np.ascontiguousarray(pixels[..., :3])
+    timings["decode_product_ms"] = _ms(step)
+
+    step = time.perf_counter()
+    if engine == "source-alpha":
+        if pixels.shape[2] == 4:
+            final_alpha = pixels[..., 3].astype(np.float32) / 255.0
+        else:
+            final_alpha = _region(alpha, bbox, factor, (box_w, box_h))
+        # The photo's own colours at partly transparent pixels are already the product's.
+        product_rgb = rgb
+    else:
+        final_alpha = _upsample_alpha(work_rgb, alpha, rgb, bbox, factor)
+        colours = segment.local_colours(work_rgb, alpha)
+        background = _region(colours[0], bbox, factor, (box_w, box_h))
+        foreground = _region(colours[1], bbox, factor, (box_w, box_h))
+        product_rgb = segment.decontaminate(rgb, final_alpha, (background, foreground))
+    timings["matte_ms"] = _ms(step)
+    return Cutout(
+        rgb=product_rgb,
+        alpha=final_alpha,
+        placement=Placement(crop=bbox, box=(box_x, box_y, box_w, box_h), scale=place.scale),
+        canvas=canvas,
+        coverage=coverage,
+        engine=engine,
+        timings=timings,
+    )
+
+
+def _upsample_alpha(
+    work_rgb: UInt8Array,
+    work_alpha: Float32Array,
+    rgb: UInt8Array,
+    bbox: tuple[int, int, int, int],
+    factor: tuple[float, float],
+) -> Float32Array:
+    """The matte at the product's final scale, its edges following the full-scale pixels."""
+    size = (rgb.shape[1], rgb.shape[0])
+    guide = work_rgb.astype(np.float32) / 255.0
+    a, b = segment.guided_coefficients(guide, work_alpha, 2, 1e-4)
+    a_full = _region(a, bbox, factor, size)
+    b_full = _region(b, bbox, factor, size)
+    full_guide = rgb.astype(np.float32) / 255.0
+    alpha = np.clip((a_full * full_guide).sum(axis=-1) + b_full, 0.0, 1.0)
+    # The refinement's verdict stands: opaque stays opaque, empty stays empty; only the rim is soft.
+    smooth = _region(work_alpha, bbox, factor, size)
+    alpha = np.where(smooth >= 0.999, 1.0, np.where(smooth <= 0.001, 0.0, alpha))
+    return np.asarray(alpha, dtype=np.float32)
+
+
+def _shadow(
+    alpha: Float32Array, canvas: tuple[int, int], box: tuple[int, int, int, int]
+) -> tuple[Float32Array, tuple[int, int]]:
+    """A soft contact shadow under the product: an ellipse at its footprint, blurred; and its origin."""
+    box_x, box_y, _, box_h = box
+    rows = np.nonzero(alpha.max(axis=1) > 0.5)[0]
+    if rows.size == 0:
+        return np.zeros((1, 1), np.float32), (0, 0)
+    bottom = int(rows.max())
+    band = alpha[max(0, bottom - max(2, box_h // 12)) : bottom + 1] > 0.5
+    cols = np.nonzero(band.any(axis=0))[0]
+    foot_w = max(4, int(cols.max() - cols.min() + 1))
+    centre_x = box_x + int((cols.min() + cols.max()) // 2)
+    centre_y = box_y + bottom
+    radius_x = max(2, round(foot_w * 0.55))
+    radius_y = max(2, round(max(foot_w * 0.06, box_h * 0.015)))
+    blur = max(1.5, foot_w * 0.04)
+    margin = round(blur * 3)
+    x0 = max(0, centre_x - radius_x - margin)
+    y0 = max(0, centre_y - radius_y - margin)
+    x1 = min(canvas[0], centre_x + radius_x + margin)
+    y1 = min(canvas[1], centre_y + radius_y + margin)
+    if x1 <= x0 or y1 <= y0:
+        return np.zeros((1, 1), np.float32), (0, 0)
+    layer = np.zeros((y1 - y0, x1 - x0), np.float32)
+    cv2.ellipse(layer, (centre_x - x0, centre_y - y0), (radius_x, radius_y), 0, 0, 360, 1.0, -1, cv2.LINE_AA)
+    layer = np.asarray(cv2.GaussianBlur(layer, (0, 0), blur), dtype=np.float32)
+    return layer, (x0, y0)
+
+
+def compose(cutout: Cutout, background: UInt8Array, shadow: bool = True, shadow_strength: float = 0.35) -> UInt8Array:
+    """The canvas: the background, an optional contact shadow, and the product on top."""
+    width, height = cutout.canvas
+    if background.shape != (height, width, 3):
+        raise ImageError(f"the background is {background.shape[1]}x{background.shape[0]}, expected {width}x{height}")
+    canvas = background.copy()
+    box_x, box_y, box_w, box_h = cutout.placement.box
+    if shadow:
+        layer, (sx, sy) = _shadow(cutout.alpha, cutout.canvas, cutout.placement.box)
+        region = canvas[sy : sy + layer.shape[0], sx : sx + layer.shape[1]].astype(np.float32)
+        region *= 1.0 - shadow_strength * layer[..., None]
+        canvas[sy : sy + layer.shape[0], sx : sx + layer.shape[1]] = np.rint(region).astype(np.uint8)
+    x0, y0 = max(0, box_x), max(0, box_y)
+    x1, y1 = min(width, box_x + box_w), min(height, box_y + box_h)
+    alpha = cutout.alpha[y0 - box_y : y1 - box_y, x0 - box_x : x1 - box_x]
+    product = cutout.rgb[y0 - box_y : y1 - box_y, x0 - box_x : x1 - box_x]
+    under = canvas[y0:y1, x0:x1]
+    opaque = alpha >= 1.0
+    rim = (alpha > 0.0) & ~opaque
+    # Opaque pixels are copied, not blended, so they are the source's bit for bit.
+    under[opaque] = product[opaque]
+    a = alpha[rim][:, None]
+    under[rim] = np.rint(product[rim] * a + under[rim] * (1.0 - a)).astype(np.uint8)
+    return canvas
+
+
+def encode_canvas(canvas: UInt8Array, fmt: OutputFormat, quality: Quality = "high") -> EncodedImage:
+    image = pyvips.Image.new_from_array(np.ascontiguousarray(canvas), interpretation="srgb")
+    data = encode(image, fmt, quality)
+    return EncodedImage(data=data, format=fmt, width=canvas.shape[1], height=canvas.shape[0])
+
+
+def preview(cutout: Cutout, background: UInt8Array, max_side: int = 1024) -> bytes:
+    """The layout as a JPEG for a remote model to paint a scene around: the product where it will be."""
+    canvas = compose(cutout, background, shadow=False)
+    scale = min(1.0, max_side / max(canvas.shape[:2]))
+    if scale < 1.0:
+        size = (round(canvas.shape[1] * scale), round(canvas.shape[0] * scale))
+        canvas = np.asarray(cv2.resize(canvas, size, interpolation=cv2.INTER_AREA))
+    return encode_canvas(canvas, "jpg", "high").data
+
+
+def _ms(since: float) -> float:
+    return round((time.perf_counter() - since) * 1000, 1)

