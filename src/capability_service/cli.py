@@ -30,6 +30,24 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from capability_service.worker import run_worker
+
+    try:
+        settings = load_settings(**({"log_level": args.log_level.upper()} if args.log_level else {}))
+    except ConfigError as exc:
+        print(f"capability-service: {exc}", file=sys.stderr)
+        return 2
+    return run_worker(settings, args.concurrency)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="capability-service", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -38,6 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000, help="port to listen on [8000]")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.set_defaults(handler=_serve)
+    worker = commands.add_parser("worker", help="process image tasks of the Redis job mode (JOB_BACKEND=redis)")
+    worker.add_argument(
+        "--concurrency", type=_positive_int, default=None, help="images processed at once [WORKER_CONCURRENCY, 2]"
+    )
+    worker.add_argument("--log-level", default=None, choices=["debug", "info", "warning", "error"])
+    worker.set_defaults(handler=_worker)
     return parser
 
 

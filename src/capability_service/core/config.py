@@ -110,6 +110,13 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: float = Field(30.0, ge=0)
     # Seconds between SSE heartbeat comments, so proxies keep idle streams open.
     sse_heartbeat_seconds: float = Field(15.0, gt=0, le=300)
+    # Redis mode: images a `serve` process works on itself (0: API only, workers run apart), images a
+    # `capability-service worker` works on at once, attempts per image, and how long a worker may stay
+    # silent before its images are handed to another one.
+    serve_local_workers: int = Field(0, ge=0, le=256)
+    worker_concurrency: int = Field(2, ge=1, le=256)
+    job_max_attempts: int = Field(3, ge=2, le=20)
+    job_heartbeat_seconds: int = Field(15, ge=2, le=3600)
     cpu_executor: Literal["thread", "process"] = "thread"
     cpu_workers: int = Field(default_factory=lambda: os.cpu_count() or 2, ge=1, le=256)
 

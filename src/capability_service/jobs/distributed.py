@@ -1,0 +1,426 @@
+"""The Redis mode: jobs in `RedisJobStore`, one SAQ task per image, run by any number of workers.
+
+Why SAQ: it is asyncio-native like the rest of the service (the worker awaits the same `ImagePipeline`
+as the in-process engine), it keeps its queue in the Redis we already need, and it has what
+at-least-once processing takes: per-task heartbeats, timeouts, retries, a sweep that hands the tasks of
+a dead worker to a live one, and an abort that reaches a running task.
+
+Guarantees, and who gives them:
+- a task per image, keyed by (job id, index): images of one job spread over every worker; enqueueing a
+  key that is pending or running is a no-op, and a task whose image is already final does nothing, so a
+  retry never redoes (or undoes) a finished image;
+- at-least-once: a worker beats its heartbeat while it works; SAQ's sweep re-queues the task of a
+  worker that went silent (killed, frozen) until `JOB_MAX_ATTEMPTS` is used up;
+- the reconciler (one worker at a time, every sweep interval) fails the images whose task was given up
+  with a reason and closes jobs whose last image was recorded but not closed, so no job stays
+  `processing` forever;
+- exactly-once closing: the store tells exactly one recorder that it wrote a job's last image, and the
+  closing transition itself is atomic and idempotent in Redis;
+- cancel from any API instance: the job is closed at once, workers running its images see the store's
+  cancel flag over pub/sub within milliseconds and stop, queued tasks are aborted in SAQ.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import signal
+import time
+from typing import Any
+
+from saq.job import Job as Task
+from saq.job import Status as TaskStatus
+from saq.queue.redis import RedisQueue
+from saq.types import Context
+from saq.worker import Worker
+
+from capability_service.core.config import Settings
+from capability_service.jobs import keys
+from capability_service.jobs.errors import Unavailable
+from capability_service.jobs.models import ImageOutcome, ImageStatus, Job, JobStatus
+from capability_service.jobs.pipeline import ImagePipeline
+from capability_service.jobs.redis_store import RedisJobStore, make_redis
+from capability_service.jobs.store import JobStoreUnavailable
+from capability_service.plugins.manager import PluginRegistry
+
+log = logging.getLogger(__name__)
+
+TASK_FUNCTION = "process_image"
+# SAQ's error on a task it took from a silent worker.
+SWEPT_ERROR = "swept: the worker processing this image stopped responding"
+# SAQ's own timeout is a backstop behind the pipeline's per-image timeout.
+TASK_TIMEOUT_MARGIN_SECONDS = 30
+# Spacing of retries, so an image that kills its worker does not take them all down at once.
+RETRY_DELAY_SECONDS = 1.0
+# How long SAQ keeps a finished task's record, which the reconciler reads.
+TASK_RECORD_TTL_SECONDS = 3600
+# A job whose image has no task this long after creation was never queued (its API died mid-submit).
+UNQUEUED_GRACE_SECONDS = 60.0
+# How long the sweep waits for a silent worker to acknowledge an abort before re-queueing its task.
+SWEEP_ABORT_WAIT_SECONDS = 2.0
+# An idle worker slot re-checks for shutdown this often.
+DEQUEUE_TIMEOUT_SECONDS = 1.0
+STATS_REFRESH_SECONDS = 5.0
+
+
+def sweep_interval(heartbeat_seconds: int) -> int:
+    """How often workers look for silent workers' tasks and unfinished jobs."""
+    return max(1, heartbeat_seconds // 3)
+
+
+class ImageQueue(RedisQueue):
+    """SAQ's Redis queue, with a shorter wait for a silent worker's abort during the sweep."""
+
+    async def sweep(self, lock: int = 60, abort: float = SWEEP_ABORT_WAIT_SECONDS) -> list[str]:
+        swept: list[str] = await super().sweep(lock, abort)
+        return swept
+
+
+class _TaskWorker(Worker[Context]):
+    """SAQ's worker without its own signal handlers, whose upkeep stops first at shutdown.
+
+    SAQ waits for every task of the worker at shutdown, its upkeep loops too; those sleep for up to a
+    sweep interval, which would hold a graceful stop for no reason (or past the grace period, which
+    then cancels the images still running).
+    """
+
+    SIGNALS: list[signal.Signals] = []  # noqa: RUF012 - overrides SAQ's class attribute
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._upkeep_tasks: list[asyncio.Task[None]] = []
+
+    async def upkeep(self) -> list[asyncio.Task[None]]:
+        tasks: list[asyncio.Task[None]] = await super().upkeep()
+        self._upkeep_tasks = tasks
+        return tasks
+
+    async def stop(self) -> None:
+        self.event.set()
+        for task in self._upkeep_tasks:
+            task.cancel()
+        await super().stop()
+
+
+def _lost_reason(task: Task | None, job: Job, now: float) -> str | None:
+    """Why an unfinished image will never be finished by its task; None while it still may be."""
+    if task is None:
+        if now - job.created_at > UNQUEUED_GRACE_SECONDS:
+            return "the image was never queued for processing (the service stopped while accepting the job)"
+        return None
+    if task.status is TaskStatus.COMPLETE:
+        return "internal error: processing ended without recording a result"
+    if task.status not in (TaskStatus.FAILED, TaskStatus.ABORTED):
+        return None
+    error = task.error or ""
+    if error.startswith("swept"):
+        why = "the worker processing it stopped responding"
+    elif "TimeoutError" in error:
+        why = f"processing took longer than the {task.timeout} s limit"
+    elif error == "cancelled":
+        why = "its worker shut down before finishing it"
+    else:
+        why = "the worker hit an internal error"
+    return f"gave up after {task.attempts} attempt{'s' if task.attempts != 1 else ''}: {why}"
+
+
+class ImageWorker:
+    """Runs image tasks from the queue: `concurrency` images at a time, with heartbeats and reconciling."""
+
+    def __init__(
+        self,
+        *,
+        store: RedisJobStore,
+        queue: ImageQueue,
+        plugins: PluginRegistry,
+        pipeline: ImagePipeline,
+        concurrency: int,
+        heartbeat_seconds: int,
+        shutdown_grace: float,
+    ) -> None:
+        self.store = store
+        self.queue = queue
+        self.plugins = plugins
+        self.pipeline = pipeline
+        self.concurrency = concurrency
+        self.heartbeat_seconds = heartbeat_seconds
+        self.sweep_seconds = sweep_interval(heartbeat_seconds)
+        self._saq = _TaskWorker(
+            queue,
+            functions=[(TASK_FUNCTION, self.process_image)],
+            concurrency=concurrency,
+            timers={"schedule": 1, "worker_info": 5, "sweep": self.sweep_seconds, "abort": 1},
+            dequeue_timeout=DEQUEUE_TIMEOUT_SECONDS,
+            shutdown_grace_period_s=math.ceil(shutdown_grace),
+            metadata={"concurrency": concurrency},
+        )
+        self._run: asyncio.Task[None] | None = None
+        self._reconciler: asyncio.Task[None] | None = None
+
+    @property
+    def id(self) -> str:
+        worker_id: str = self._saq.id
+        return worker_id
+
+    async def start(self) -> None:
+        await self.queue.connect()
+        self._run = asyncio.create_task(self._saq.start(), name="image-worker")
+        self._reconciler = asyncio.create_task(self._reconcile_forever(), name="image-reconciler")
+        log.info("image worker %s started: %d images at a time", self.id, self.concurrency)
+
+    async def stop(self) -> None:
+        """Take no new image; let the running ones finish within the grace period, re-queue the rest."""
+        if self._reconciler is not None:
+            self._reconciler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reconciler
+            self._reconciler = None
+        if self._run is not None:
+            self._saq.event.set()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._run
+            self._run = None
+            log.info("image worker %s stopped", self.id)
+
+    async def process_image(self, ctx: Context, *, job_id: str, index: int) -> str:
+        """One image of one job; the return value is the task's result in SAQ (for the record)."""
+        task: Task = ctx["job"]
+        job = await self.store.get(job_id)
+        if job is None:
+            return "skipped: the job no longer exists"
+        if job.status.is_final:
+            return f"skipped: the job is already {job.status.value}"
+        if not 0 <= index < job.total:
+            return f"skipped: the job has no image {index}"
+        if job.images[index].is_final:
+            return f"skipped: image already {job.images[index].status.value}"
+        if job.cancel_requested:
+            # The API that took the cancel closes the job; this covers one that died before it could.
+            await self.store.finish(job_id, JobStatus.cancelled)
+            return "skipped: the job was cancelled"
+        if job.status is JobStatus.pending:
+            await self.store.mark_processing(job_id)
+        try:
+            plugin = self.plugins.get(job.plugin)
+            config = plugin.validate(job.type, job.config)
+        except (KeyError, ValueError) as exc:
+            # Accepted by an API instance whose plugins or settings differ from this worker's.
+            reason = f"this worker cannot run {job.plugin!r} {job.type!r} jobs: {exc}"
+            outcome = ImageOutcome(index=index, status=ImageStatus.failed, error=reason)
+            return await self._record(job_id, outcome)
+        await self.store.record_image(job_id, ImageOutcome(index=index, status=ImageStatus.processing))
+        heartbeat = asyncio.create_task(self._beat(task), name=f"heartbeat-{task.key}")
+        try:
+            outcome = await self._run_until_cancelled(job, index, plugin, config)
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+        return await self._record(job_id, outcome)
+
+    async def _record(self, job_id: str, outcome: ImageOutcome) -> str:
+        _snapshot, last = await self.store.record_image(job_id, outcome)
+        if last:
+            await self.store.finalize(job_id)
+        return outcome.status.value
+
+    async def _run_until_cancelled(self, job: Job, index: int, plugin: Any, config: Any) -> ImageOutcome:
+        async with self.store.watch_cancel(job.job_id) as cancelled:
+            work = asyncio.create_task(self.pipeline.run(job, index, plugin, config), name=f"{job.job_id}:{index}")
+            stop = asyncio.create_task(cancelled.wait())
+            try:
+                await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stop.cancel()
+                if not work.done():
+                    work.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await work
+        if work.cancelled():
+            return ImageOutcome(index=index, status=ImageStatus.cancelled, error="the job was cancelled")
+        return work.result()
+
+    async def _beat(self, task: Task) -> None:
+        pulse = max(0.5, self.heartbeat_seconds / 3)
+        while True:
+            await asyncio.sleep(pulse)
+            try:
+                # Writes the task's `touched` time, which SAQ's sweep compares with the heartbeat.
+                await task.update()
+            except Exception as exc:
+                log.warning("heartbeat of task %s failed: %s", task.key, exc)
+
+    async def _reconcile_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.sweep_seconds)
+            try:
+                if await self.store.try_lock(keys.RECONCILE_LOCK, self.sweep_seconds * 0.9):
+                    await self.reconcile()
+            except JobStoreUnavailable as exc:
+                log.debug("reconcile skipped: %s", exc)
+            except Exception:
+                log.exception("reconciling live jobs failed")
+
+    async def reconcile(self) -> int:
+        """Fail the images whose task was given up, close jobs left open; returns the images failed."""
+        failed = 0
+        now = time.time()
+        for job_id in await self.store.live_job_ids():
+            job = await self.store.snapshot(job_id)
+            if job is None or job.status.is_final:
+                await self.store.forget_live(job_id)
+                continue
+            if job.cancel_requested:
+                await self.store.finish(job_id, JobStatus.cancelled)
+                continue
+            open_images = [image.index for image in job.images if not image.is_final]
+            if not open_images:
+                await self.store.finalize(job_id)
+                continue
+            tasks: list[Task | None] = await self.queue.jobs([keys.task_key(job_id, i) for i in open_images])
+            for index, task in zip(open_images, tasks, strict=True):
+                reason = _lost_reason(task, job, now)
+                if reason is None:
+                    continue
+                log.warning("job %s image %d: %s", job_id, index, reason)
+                outcome = ImageOutcome(index=index, status=ImageStatus.failed, error=reason)
+                _snapshot, last = await self.store.record_image(job_id, outcome)
+                failed += 1
+                if last:
+                    await self.store.finalize(job_id)
+        return failed
+
+
+class RedisDispatcher:
+    """`Dispatcher` of the Redis mode: queues a task per image; optionally runs a worker in this process."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        store: RedisJobStore,
+        plugins: PluginRegistry,
+        pipeline: ImagePipeline,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.plugins = plugins
+        self.pipeline = pipeline
+        # No socket timeout: an idle worker blocks on the queue for `DEQUEUE_TIMEOUT_SECONDS` at a time.
+        self.queue = ImageQueue(make_redis(settings.redis_url, socket_timeout=None), name=keys.QUEUE_NAME)
+        self.task_timeout = int(pipeline.image_timeout) + TASK_TIMEOUT_MARGIN_SECONDS
+        self._accepting = False
+        self._local: ImageWorker | None = None
+        self._stats: dict[str, Any] = {}
+        self._stats_task: asyncio.Task[None] | None = None
+
+    def worker(self, concurrency: int) -> ImageWorker:
+        """A worker of this process's queue, store, plugins and pipeline (not started)."""
+        return ImageWorker(
+            store=self.store,
+            queue=self.queue,
+            plugins=self.plugins,
+            pipeline=self.pipeline,
+            concurrency=concurrency,
+            heartbeat_seconds=self.settings.job_heartbeat_seconds,
+            shutdown_grace=self.settings.shutdown_grace_seconds,
+        )
+
+    def check_capacity(self) -> None:
+        if not self._accepting:
+            raise Unavailable("the service is shutting down and takes no new jobs", retry_after=30)
+
+    async def dispatch(self, job: Job) -> None:
+        self.check_capacity()
+        try:
+            await asyncio.gather(*(self._enqueue(job.job_id, index) for index in range(job.total)))
+        except Exception as exc:
+            # Tasks queued before the failure find no job once the caller has deleted it, and do nothing.
+            raise Unavailable(f"could not queue the job on Redis at {self.store.where}: {exc}", retry_after=5) from exc
+
+    async def _enqueue(self, job_id: str, index: int) -> None:
+        await self.queue.enqueue(
+            TASK_FUNCTION,
+            key=keys.task_key(job_id, index),
+            timeout=self.task_timeout,
+            heartbeat=self.settings.job_heartbeat_seconds,
+            retries=self.settings.job_max_attempts,
+            retry_delay=RETRY_DELAY_SECONDS,
+            ttl=TASK_RECORD_TTL_SECONDS,
+            job_id=job_id,
+            index=index,
+        )
+
+    async def cancel(self, job_id: str, reason: str = "Cancelled") -> None:
+        """Close the job now (finished images are kept) and stop its queued and running tasks."""
+        job = await self.store.request_cancel(job_id)
+        if job is None:
+            return
+        if not job.status.is_final:
+            message = f"{reason}: {job.succeeded} of {job.total} images finished before the job stopped"
+            job = await self.store.finish(job_id, JobStatus.cancelled, message) or job
+        # Running tasks already stop on the store's cancel flag; aborting also drops the queued ones.
+        try:
+            tasks = await self.queue.jobs([keys.task_key(job_id, index) for index in range(job.total)])
+            await asyncio.gather(
+                *(
+                    self.queue.abort(task, "cancelled")
+                    for task in tasks
+                    if task is not None and task.status in (TaskStatus.QUEUED, TaskStatus.ACTIVE)
+                )
+            )
+        except Exception as exc:
+            log.warning("could not abort the tasks of job %s: %s", job_id, exc)
+
+    async def start(self) -> None:
+        await self.queue.connect()
+        self._accepting = True
+        self._stats_task = asyncio.create_task(self._refresh_stats(), name="queue-stats")
+        if self.settings.serve_local_workers > 0:
+            self._local = self.worker(self.settings.serve_local_workers)
+            await self._local.start()
+
+    async def shutdown(self) -> None:
+        """Stop taking jobs; a local worker finishes its images within the grace period. Queued jobs stay."""
+        self._accepting = False
+        if self._local is not None:
+            await self._local.stop()
+            self._local = None
+        if self._stats_task is not None:
+            self._stats_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._stats_task
+            self._stats_task = None
+        await self.queue.disconnect()
+
+    async def _refresh_stats(self) -> None:
+        while True:
+            try:
+                info = await self.queue.info()
+                self._stats = {
+                    "workers": len(info.get("workers") or {}),
+                    "queued_images": info.get("queued", 0),
+                    "active_images": info.get("active", 0),
+                }
+            except Exception as exc:
+                self._stats = {"queue_error": str(exc) or type(exc).__name__}
+            await asyncio.sleep(STATS_REFRESH_SECONDS)
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "engine": "saq",
+            "queue": keys.QUEUE_NAME,
+            "local_workers": self._local.concurrency if self._local is not None else 0,
+            **self._stats,
+        }
+
+
+def build_redis_backend(
+    settings: Settings, *, plugins: PluginRegistry, pipeline: ImagePipeline
+) -> tuple[RedisJobStore, RedisDispatcher]:
+    """The Redis mode's store and dispatcher (`JOB_BACKEND=redis`); nothing connects before first use."""
+    store = RedisJobStore(settings.redis_url, ttl_seconds=settings.job_result_ttl_seconds)
+    dispatcher = RedisDispatcher(settings=settings, store=store, plugins=plugins, pipeline=pipeline)
+    return store, dispatcher

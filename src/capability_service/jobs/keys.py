@@ -1,0 +1,47 @@
+"""Every Redis key, channel and queue name of the Redis job mode, in one place.
+
+Our own keys all start with `PREFIX`. The task engine (SAQ) keeps its queue under `saq:<QUEUE_NAME>:*`
+and its task records under `saq:job:<QUEUE_NAME>:*`; those layouts are SAQ's, only the name is ours.
+"""
+
+from __future__ import annotations
+
+PREFIX = "capsvc"
+
+# Hash of one job: its spec, status, counters and one `img:<index>` field per image outcome.
+JOB_PREFIX = f"{PREFIX}:job:"
+# The job's full source URLs (data URIs can be megabytes), apart so snapshots need not carry them.
+SOURCES_SUFFIX = ":sources"
+# Sorted set of the ids of jobs not yet final (score: creation time), walked by the reconciler.
+LIVE_JOBS = f"{PREFIX}:live"
+# Pub/sub channel per job; each message is "<version>|<status>|<cancel flag>".
+EVENTS_PREFIX = f"{PREFIX}:events:"
+EVENTS_PATTERN = f"{EVENTS_PREFIX}*"
+# Held by the one worker that reconciles live jobs at a time.
+RECONCILE_LOCK = f"{PREFIX}:lock:reconcile"
+
+# SAQ queue that carries one task per image.
+QUEUE_NAME = f"{PREFIX}-images"
+# Separates job id and image index in a task key; job ids cannot contain it (see the job id pattern).
+TASK_KEY_SEPARATOR = "#"
+
+
+def job_key(job_id: str) -> str:
+    return f"{JOB_PREFIX}{job_id}"
+
+
+def sources_key(job_id: str) -> str:
+    return f"{JOB_PREFIX}{job_id}{SOURCES_SUFFIX}"
+
+
+def events_channel(job_id: str) -> str:
+    return f"{EVENTS_PREFIX}{job_id}"
+
+
+def job_id_from_channel(channel: str) -> str:
+    return channel[len(EVENTS_PREFIX) :]
+
+
+def task_key(job_id: str, index: int) -> str:
+    """The task-engine key of one image: enqueueing it twice while it is pending or running is a no-op."""
+    return f"{job_id}{TASK_KEY_SEPARATOR}{index}"
