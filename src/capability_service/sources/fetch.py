@@ -95,19 +95,24 @@ def decode_data_uri(uri: str, max_bytes: int) -> bytes:
     if not match or not match.group("b64"):
         raise SourceError("data: URI must be base64-encoded (data:image/...;base64,...)", rule="data-uri")
     payload = uri[match.end() :]
-    # Base64 is 4 characters per 3 bytes: refuse before decoding (or even copying) anything too large.
-    if len(payload) * 3 // 4 > max_bytes + 3:
-        raise SourceError(f"data: URI is larger than the {max_bytes} byte limit", rule="too-large")
+    too_large = SourceError(f"data: URI is larger than the {max_bytes} byte limit", rule="too-large")
+    # Refuse from the length alone before copying or decoding anything: even fully percent-escaped
+    # base64 takes at most 4 characters per byte.
+    if len(payload) > 4 * max_bytes + 16:
+        raise too_large
     if "%" in payload:
         payload = unquote(payload)
     if _WHITESPACE.search(payload):
         payload = _WHITESPACE.sub("", payload)
+    # Base64 is 4 characters per 3 bytes, so the decoded size is known before decoding.
+    if len(payload) * 3 // 4 - payload[-2:].count("=") > max_bytes:
+        raise too_large
     try:
         data = base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError):
         raise SourceError("data: URI holds invalid base64", rule="data-uri") from None
     if len(data) > max_bytes:
-        raise SourceError(f"data: URI is larger than the {max_bytes} byte limit", rule="too-large")
+        raise too_large
     return data
 
 
@@ -137,12 +142,16 @@ def _read_local_file(candidate: Path, root: Path, shown: str, max_bytes: int) ->
         raise SourceError(f"no such file: {shown}", rule="local-path") from None
     except OSError as exc:
         raise SourceError(f"cannot open {shown}: {exc.strerror}", rule="local-path") from None
-    with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(handle.fileno())
+    try:
+        info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise SourceError(f"{shown} is not a regular file", rule="local-path")
         if info.st_size > max_bytes:
             raise SourceError(f"{shown} is larger than the {max_bytes} byte limit", rule="too-large")
+    except BaseException:
+        os.close(fd)
+        raise
+    with os.fdopen(fd, "rb") as handle:
         data = handle.read(max_bytes + 1)
     if len(data) > max_bytes:
         raise SourceError(f"{shown} is larger than the {max_bytes} byte limit", rule="too-large")
@@ -197,25 +206,21 @@ class SourceFetcher:
         self.local_root = local_root.resolve() if local_root is not None else None
         self.storage = storage
         self._slots = asyncio.Semaphore(self.limits.max_concurrency)
-        transport = GuardedTransport(
+        # The transport is used directly, without an httpx client around it: no cookie jar shared
+        # between sellers' sources, no proxy from the environment, and redirects handled here only.
+        self._transport = GuardedTransport(
             self.policy,
             resolver=resolver,
             ssl_context=ssl_context or ssl.create_default_context(cafile=certifi.where()),
             max_connections=max(self.limits.max_concurrency * 2, 8),
         )
-        total = self.limits.total_timeout
-        self._client = httpx.AsyncClient(
-            transport=transport,
-            # The overall deadline is enforced around the whole fetch; these bound each step.
-            timeout=httpx.Timeout(total, connect=self.limits.connect_timeout),
-            follow_redirects=False,
-            trust_env=False,
-            headers={
-                "User-Agent": f"capability-service/{__version__}",
-                "Accept": "image/*",
-                "Accept-Encoding": "identity",
-            },
-        )
+        # The overall deadline is enforced around the whole fetch; these bound each step.
+        self._timeouts = httpx.Timeout(self.limits.total_timeout, connect=self.limits.connect_timeout).as_dict()
+        self._headers = {
+            "User-Agent": f"capability-service/{__version__}",
+            "Accept": "image/*",
+            "Accept-Encoding": "identity",
+        }
 
     @classmethod
     def from_settings(cls, settings: Settings, storage: Storage | None = None) -> SourceFetcher:
@@ -343,7 +348,9 @@ class SourceFetcher:
         current = target
         for hop in range(self.limits.max_redirects + 1):
             try:
-                response = await self._client.send(self._client.build_request("GET", current), stream=True)
+                request = httpx.Request("GET", current, headers=self._headers, extensions={"timeout": self._timeouts})
+                response = await self._transport.handle_async_request(request)
+                response.request = request
             except httpx.TimeoutException:
                 raise _Retryable(SourceError(f"connecting to {current.host} timed out", rule="timeout")) from None
             except httpx.TransportError as exc:
@@ -405,4 +412,4 @@ class SourceFetcher:
 
     async def close(self) -> None:
         """Close the connection pool; the fetcher is not used afterwards."""
-        await self._client.aclose()
+        await self._transport.aclose()

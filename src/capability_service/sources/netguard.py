@@ -59,6 +59,7 @@ _IPV6_REFUSED: tuple[tuple[ipaddress.IPv6Network, str], ...] = (
     (_V6("64:ff9b:1::/48"), "private (local NAT64)"),
     (_V6("100::/64"), "reserved (discard)"),
     (_V6("2001:db8::/32"), "reserved (documentation)"),
+    (_V6("3fff::/20"), "reserved (documentation)"),
 )
 
 # IPv6 forms that carry an IPv4 address inside: they are judged by the IPv4 address they reach.
@@ -127,11 +128,13 @@ class AddressPolicy:
         kind = refused_kind(address)
         if kind is None:
             return
-        shown = str(address)
+        embedded = _embedded_ipv4(address) if isinstance(address, ipaddress.IPv6Address) else None
+        shown = f"{address} (IPv4 {embedded})" if embedded is not None else str(address)
+        article = "an" if kind[0] in "aeiou" else "a"
         if parse_address(host) is not None:
-            message = f"{shown} is a {kind} address; sources must be on the public internet"
+            message = f"{shown} is {article} {kind} address; sources must be on the public internet"
         else:
-            message = f"{host} resolves to a {kind} address {shown}"
+            message = f"{host} resolves to {article} {kind} address {shown}"
         raise SourceError(message, rule="private-address")
 
 
