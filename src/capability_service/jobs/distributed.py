@@ -26,7 +26,9 @@ import asyncio
 import contextlib
 import logging
 import math
+import os
 import signal
+import socket
 import time
 from typing import Any
 
@@ -154,7 +156,8 @@ class ImageWorker:
             timers={"schedule": 1, "worker_info": 5, "sweep": self.sweep_seconds, "abort": 1},
             dequeue_timeout=DEQUEUE_TIMEOUT_SECONDS,
             shutdown_grace_period_s=math.ceil(shutdown_grace),
-            metadata={"concurrency": concurrency},
+            # Shown in the queue's worker list: which process on which machine holds which task.
+            metadata={"concurrency": concurrency, "pid": os.getpid(), "host": socket.gethostname()},
         )
         self._run: asyncio.Task[None] | None = None
         self._reconciler: asyncio.Task[None] | None = None
