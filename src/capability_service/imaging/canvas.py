@@ -1,7 +1,8 @@
-"""Placing an image on a plain canvas of the marketplace's target size."""
+"""Fitting a whole image to the marketplace's target canvas, and preparing a photo to send to a model."""
 
 from __future__ import annotations
 
+import numpy as np
 import pyvips
 
 from capability_service.imaging.decode import open_image
@@ -9,34 +10,46 @@ from capability_service.imaging.encode import encode, to_srgb
 from capability_service.imaging.types import EncodedImage, ImageError, OutputFormat
 
 
-def fit_on_canvas(
-    data: bytes,
-    width: int,
-    height: int,
-    background: tuple[int, int, int],
-    padding: float,
-    fmt: OutputFormat,
-    max_pixels: int = 50_000_000,
-) -> EncodedImage:
-    """Scale the image to fit inside the canvas less `padding` on each side, centred, and encode it."""
+def _read(data: bytes, width: int, height: int, size: str) -> pyvips.Image:
+    image = to_srgb(pyvips.Image.thumbnail_buffer(data, width, height=height, size=size))
+    if image.format != "uchar":
+        image = image.cast("uchar")
+    if image.hasalpha():
+        image = image.flatten(background=[255, 255, 255])
+    if image.bands == 1:
+        image = image.colourspace("srgb")
+    return image
+
+
+def fit_to_target(data: bytes, width: int, height: int, fmt: OutputFormat, max_pixels: int) -> EncodedImage:
+    """The image scaled to fit (width, height), centred, padded with the mean colour of its own border.
+
+    Padding with the picture's own edge colour makes a near-3:4 answer look framed, not letterboxed.
+    """
     source = open_image(data, max_pixels)
-    inner_w = max(1, round(width * (1 - 2 * padding)))
-    inner_h = max(1, round(height * (1 - 2 * padding)))
     try:
-        image = pyvips.Image.thumbnail_buffer(data, inner_w, height=inner_h, size="both")
-        image = to_srgb(image)
-        if image.bands == 1:
-            image = image.colourspace("srgb")
-        if image.hasalpha():
-            image = image.flatten(background=list(background))
-        canvas = image.gravity("centre", width, height, extend="background", background=list(background))
+        image = _read(data, width, height, "both")
+        pixels = np.asarray(image.numpy(), dtype=np.uint8)
+        border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]]).mean(axis=0)
+        fill = [round(float(value)) for value in border[:3]]
+        canvas = image.gravity("centre", width, height, extend="background", background=fill)
     except pyvips.Error as exc:
-        raise ImageError(f"the image could not be placed on the background: {str(exc).splitlines()[0]}") from None
+        raise ImageError(f"the image could not be placed on the canvas: {str(exc).splitlines()[0]}") from None
     out = encode(canvas, fmt, "high")
     return EncodedImage(
         data=out,
         format=fmt,
         width=canvas.width,
         height=canvas.height,
-        metadata={"original_width": source.width, "original_height": source.height, "result_bytes": len(out)},
+        metadata={"original_width": source.width, "original_height": source.height},
     )
+
+
+def upright_jpeg(data: bytes, max_pixels: int, max_side: int = 2048) -> bytes:
+    """The photo upright, sRGB, at most `max_side` pixels long, as a JPEG small enough to send."""
+    open_image(data, max_pixels)
+    try:
+        image = _read(data, max_side, max_side, "down")
+        return bytes(image.jpegsave_buffer(Q=92, keep="none"))
+    except pyvips.Error as exc:
+        raise ImageError(f"the image could not be read: {str(exc).splitlines()[0]}") from None

@@ -182,21 +182,11 @@ def cut_out(
     step = time.perf_counter()
     factor = (source[0] / work_size[0], source[1] / work_size[1])
     bbox = _bbox(alpha, factor[0], factor[1], source)
+    shrink = _jpeg_shrink(data, min(canvas[0] / bbox[2], canvas[1] / bbox[3]))
+    bbox = _align(bbox, shrink, source)
     place = _placement(bbox, source, canvas, padding)
-    full_size = (max(1, round(source[0] * place.scale)), max(1, round(source[1] * place.scale)))
     box_x, box_y, box_w, box_h = place.box
-    crop_x = round(bbox[0] * place.scale)
-    crop_y = round(bbox[1] * place.scale)
-    crop_x = min(crop_x, full_size[0] - box_w)
-    crop_y = min(crop_y, full_size[1] - box_h)
-    try:
-        product = pyvips.Image.thumbnail_buffer(data, full_size[0], height=full_size[1], size="force")
-        product = _to_rgb8(product).crop(max(0, crop_x), max(0, crop_y), box_w, box_h)
-        pixels = np.asarray(product.numpy(), dtype=np.uint8)
-    except pyvips.Error as exc:
-        raise ImageError(f"the image could not be read: {str(exc).splitlines()[0]}") from None
-    if pixels.ndim == 2:
-        pixels = np.repeat(pixels[..., None], 3, axis=2)
+    pixels = _load_region(data, bbox, shrink, (box_w, box_h))
     rgb = np.ascontiguousarray(pixels[..., :3])
     timings["decode_product_ms"] = _ms(step)
 
@@ -224,6 +214,65 @@ def cut_out(
         engine=engine,
         timings=timings,
     )
+
+
+def _jpeg_shrink(data: bytes, scale: float) -> int:
+    """The largest JPEG shrink-on-load factor (1, 2, 4, 8) that still decodes at least the final size."""
+    if not data.startswith(b"\xff\xd8\xff"):
+        return 1
+    shrink = 1
+    while shrink < 8 and scale * shrink * 2 <= 1.0:
+        shrink *= 2
+    return shrink
+
+
+def _align(bbox: tuple[int, int, int, int], step: int, source: tuple[int, int]) -> tuple[int, int, int, int]:
+    """The box grown to multiples of `step`, so that it falls on whole pixels of a shrunk decode."""
+    x, y, w, h = bbox
+    x0, y0 = x - x % step, y - y % step
+    x1 = min(source[0], -(-(x + w) // step) * step)
+    y1 = min(source[1], -(-(y + h) // step) * step)
+    return x0, y0, x1 - x0, y1 - y0
+
+
+def _load_region(data: bytes, crop: tuple[int, int, int, int], shrink: int, size: tuple[int, int]) -> UInt8Array:
+    """The source region `crop` (upright coordinates) resampled with Lanczos to exactly `size`.
+
+    Only scale changes the pixels: the region is taken on whole source pixels and resized on its own,
+    so its pixel grid lines up with the source's.
+    """
+    x, y, w, h = crop
+    try:
+        options: dict[str, Any] = {"shrink": shrink} if shrink > 1 else {}
+        image = pyvips.Image.new_from_buffer(data, "", fail=True, **options).autorot()
+        if image.get_typeof("icc-profile-data"):
+            image = image.icc_transform("srgb", embedded=True, intent="perceptual")
+        image = _to_rgb8(image)
+        left, top = x // shrink, y // shrink
+        width = max(1, min(image.width - left, -(-w // shrink)))
+        height = max(1, min(image.height - top, -(-h // shrink)))
+        region = image.crop(left, top, width, height)
+        if region.bands in (2, 4):
+            region = region.premultiply()
+        if size[0] >= width and size[1] >= height:
+            # OpenCV's Lanczos keeps the pixel-centre convention when enlarging (libvips's affine
+            # path is half a pixel off), so enlarged pixels line up with the source's.
+            array = np.asarray(region.numpy(), dtype=np.float32)
+            resized = cv2.resize(array, size, interpolation=cv2.INTER_LANCZOS4)
+            region = pyvips.Image.new_from_array(np.asarray(resized, dtype=np.float32))
+        else:
+            region = region.reduce(width / size[0], height / size[1], kernel="lanczos3")
+        if region.bands in (2, 4):
+            region = region.unpremultiply()
+        if region.width != size[0] or region.height != size[1]:
+            region = region.gravity("north-west", size[0], size[1], extend="copy")
+        pixels = np.asarray(region.numpy())
+        pixels = np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
+    except pyvips.Error as exc:
+        raise ImageError(f"the image could not be read: {str(exc).splitlines()[0]}") from None
+    if pixels.ndim == 2:
+        pixels = np.repeat(pixels[..., None], 3, axis=2)
+    return pixels
 
 
 def _upsample_alpha(

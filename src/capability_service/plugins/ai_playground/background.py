@@ -1,94 +1,180 @@
-"""Background replacement: a remote image model when one is configured, a plain backdrop otherwise."""
+"""Background replacement: the product, exactly as photographed, on a new background.
+
+Mode `composite` (the default) never changes the product. The product is cut out locally (a
+segmentation model on the CPU), the background is made separately, and the product's own pixels are
+placed on it at the target size, centred within the padding:
+
+- with `backgroundImageUrl`, the background is that image (scaled to cover the canvas);
+- with a remote image model configured, the model is shown the layout (the product already where it
+  will be, on a neutral backdrop) and asked to paint the scene described by the prompt around it;
+  whatever it does to the product is covered by the original pixels;
+- otherwise the offline engine draws what the prompt names (colours, hex codes, gradients, studio
+  sweeps), white with a note when it understands nothing.
+
+Mode `generative` lets the remote model edit the whole photo (re-lit, re-posed): the one mode that may
+alter the product. Its answer is fitted to the target size and padded with its own edge colour.
+"""
 
 from __future__ import annotations
 
-import re
+import math
 import time
+from typing import Any
 
-from capability_service.imaging.canvas import fit_on_canvas
-from capability_service.imaging.types import EncodedImage
-from capability_service.plugins.ai_playground.configs import (
-    TEMPERATURE_BY_QUALITY,
-    BackgroundReplacementConfig,
-)
+import numpy as np
+import numpy.typing as npt
+
+from capability_service.imaging import background as backgrounds
+from capability_service.imaging import canvas, composite
+from capability_service.imaging.types import EncodedImage, ImageError, OutputFormat
+from capability_service.plugins.ai_playground.configs import TEMPERATURE_BY_QUALITY, BackgroundReplacementConfig
 from capability_service.plugins.base import PluginDeps, ProcessContext
 from capability_service.providers.base import EditRequest
 
-_HEX = re.compile(r"#([0-9a-f]{6})\b", re.I)
-_NAMED = {
-    "white": (255, 255, 255),
-    "black": (0, 0, 0),
-    "grey": (200, 200, 200),
-    "gray": (200, 200, 200),
-    "beige": (245, 245, 220),
-    "blue": (200, 220, 245),
-}
+# What the remote model is shown behind the product while it paints the scene.
+NEUTRAL_BACKDROP = backgrounds.BackgroundSpec(kind="solid", colours=((236, 236, 236),), description="neutral")
 
-
-def backdrop_colour(prompt: str) -> tuple[tuple[int, int, int], bool]:
-    """The backdrop colour a prompt names, and whether it named one we understood."""
-    match = _HEX.search(prompt)
-    if match:
-        value = int(match.group(1), 16)
-        return ((value >> 16) & 255, (value >> 8) & 255, value & 255), True
-    for word, rgb in _NAMED.items():
-        if word in prompt.lower():
-            return rgb, True
-    return (255, 255, 255), False
+SCENE_PROMPT = (
+    "This is a product photo layout: the product is already placed on a plain neutral backdrop. "
+    "Replace only the backdrop with this scene: {prompt}. Keep the product exactly where it is, at the "
+    "same size and angle, and do not change, redraw, recolour or add text to it. Light the scene so it "
+    "suits the product, with a natural contact shadow. Photorealistic, e-commerce marketplace main image."
+)
+GENERATIVE_PROMPT = (
+    "Edit this product photo: {prompt}. Keep the product recognisably the same product. "
+    "E-commerce marketplace main image, photorealistic."
+)
 
 
 def aspect_ratio(width: int, height: int) -> str:
-    from math import gcd
-
-    divisor = gcd(width, height)
+    divisor = math.gcd(width, height)
     return f"{width // divisor}:{height // divisor}"
+
+
+def _ms(since: float) -> float:
+    return round((time.perf_counter() - since) * 1000, 1)
 
 
 async def replace_background(
     config: BackgroundReplacementConfig, source: bytes, ctx: ProcessContext, deps: PluginDeps
 ) -> EncodedImage:
+    """One photo with its background replaced; per-image errors are `ImageError`/`ProviderError`."""
+    if config.mode == "generative":
+        return await _generative(config, source, ctx, deps)
+    return await _composite(config, source, ctx, deps)
+
+
+async def _composite(
+    config: BackgroundReplacementConfig, source: bytes, ctx: ProcessContext, deps: PluginDeps
+) -> EncodedImage:
     settings = deps.settings
     width, height = settings.ai_target_width, settings.ai_target_height
     started = time.perf_counter()
-    if deps.provider is not None:
+    timings: dict[str, float] = {}
+    cutout = await ctx.run_cpu(composite.cut_out, source, (width, height), config.padding, settings.max_image_pixels)
+    timings["segment_ms"] = _ms(started)
+    timings.update({f"segment_{key}": value for key, value in cutout.timings.items()})
+
+    step = time.perf_counter()
+    note: str | None = None
+    details: dict[str, Any] = {}
+    shadow = config.shadow
+    if config.background_image_url:
+        data = await ctx.read_source(config.background_image_url)
+        canvas_bg = await ctx.run_cpu(backgrounds.from_image, data, width, height, settings.max_image_pixels)
+        engine = "offline"
+        description = "the image at backgroundImageUrl, scaled to cover"
+    elif deps.provider is not None:
+        layout_bg = backgrounds.render(NEUTRAL_BACKDROP, width, height)
+        layout = await ctx.run_cpu(composite.preview, cutout, layout_bg)
+        remote = time.perf_counter()
         result = await deps.provider.edit(
             EditRequest(
-                image=source,
-                mime_type="image/png",
-                prompt=config.background_prompt,
+                image=layout,
+                mime_type="image/jpeg",
+                prompt=SCENE_PROMPT.format(prompt=config.background_prompt),
                 negative_prompt=config.negative_prompt,
                 temperature=TEMPERATURE_BY_QUALITY[config.quality],
                 aspect_ratio=aspect_ratio(width, height),
                 seed=config.seed,
             )
         )
-        out = await ctx.run_cpu(
-            fit_on_canvas,
-            result.image,
-            width,
-            height,
-            (255, 255, 255),
-            0.0,
-            config.format,
-            settings.max_image_pixels,
-        )
-        out.metadata.update({"engine": deps.provider.name, "mode": "generative", **result.details})
+        timings["remote_ms"] = _ms(remote)
+        canvas_bg = await ctx.run_cpu(backgrounds.from_image, result.image, width, height, settings.max_image_pixels)
+        engine = deps.provider.name
+        description = f"scene painted by the remote model: {config.background_prompt}"
+        details = {f"model_{key}": value for key, value in result.details.items()}
+        # The painted scene brings its own light and shadow around the product.
+        shadow = False
     else:
-        colour, understood = backdrop_colour(config.background_prompt)
-        out = await ctx.run_cpu(
-            fit_on_canvas,
-            source,
-            width,
-            height,
-            colour,
-            config.padding,
-            config.format,
-            settings.max_image_pixels,
+        spec = backgrounds.parse_prompt(config.background_prompt)
+        canvas_bg = await ctx.run_cpu(backgrounds.render, spec, width, height)
+        engine = "offline"
+        description = spec.description
+        note = spec.note
+    timings["background_ms"] = _ms(step)
+
+    step = time.perf_counter()
+    out = await ctx.run_cpu(_compose_and_encode, cutout, canvas_bg, shadow, config.format)
+    timings["composite_ms"] = _ms(step)
+    timings["processing_ms"] = _ms(started)
+    out.metadata.update(
+        {
+            "engine": engine,
+            "mode": "composite",
+            "segmentation": cutout.engine,
+            "mask_coverage": round(cutout.coverage, 4),
+            "background": description,
+            "shadow": shadow,
+            "placement": cutout.placement.as_dict(),
+            "product_preserved": True,
+            **({"note": note} if note else {}),
+            "timings": timings,
+            **details,
+        }
+    )
+    return out
+
+
+def _compose_and_encode(
+    cutout: composite.Cutout, canvas_bg: npt.NDArray[np.uint8], shadow: bool, fmt: OutputFormat
+) -> EncodedImage:
+    return composite.encode_canvas(composite.compose(cutout, canvas_bg, shadow), fmt)
+
+
+async def _generative(
+    config: BackgroundReplacementConfig, source: bytes, ctx: ProcessContext, deps: PluginDeps
+) -> EncodedImage:
+    provider = deps.provider
+    if provider is None:
+        raise ImageError("generative background replacement needs a remote image model: set AI_API_KEY")
+    settings = deps.settings
+    width, height = settings.ai_target_width, settings.ai_target_height
+    started = time.perf_counter()
+    upright = await ctx.run_cpu(canvas.upright_jpeg, source, settings.max_image_pixels)
+    remote = time.perf_counter()
+    result = await provider.edit(
+        EditRequest(
+            image=upright,
+            mime_type="image/jpeg",
+            prompt=GENERATIVE_PROMPT.format(prompt=config.background_prompt),
+            negative_prompt=config.negative_prompt,
+            temperature=TEMPERATURE_BY_QUALITY[config.quality],
+            aspect_ratio=aspect_ratio(width, height),
+            seed=config.seed,
         )
-        out.metadata.update(
-            {"engine": "offline", "mode": "composite", "background": "#{:02x}{:02x}{:02x}".format(*colour)}
-        )
-        if not understood:
-            out.metadata["note"] = "the prompt names no colour the offline engine knows; used white"
-    out.metadata["processing_ms"] = round((time.perf_counter() - started) * 1000, 1)
+    )
+    remote_ms = _ms(remote)
+    out = await ctx.run_cpu(canvas.fit_to_target, result.image, width, height, config.format, settings.max_image_pixels)
+    out.metadata.update(
+        {
+            "engine": provider.name,
+            "mode": "generative",
+            "background": f"whole photo edited by the remote model: {config.background_prompt}",
+            "product_preserved": False,
+            "note": "generative mode lets the model redraw the whole photo; the product may differ",
+            "timings": {"remote_ms": remote_ms, "processing_ms": _ms(started)},
+            **{f"model_{key}": value for key, value in result.details.items()},
+        }
+    )
     return out
