@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -99,7 +100,7 @@ def test_the_product_is_centred_inside_the_padding() -> None:
 
 
 def test_the_cut_leaves_no_old_background_around_the_product() -> None:
-    data, pixels, alpha = scene("plain-white")
+    data, _, alpha = scene("plain-white")
     cut = composite.cut_out(data, CANVAS, 0.08, 50_000_000)
     black = np.zeros((CANVAS[1], CANVAS[0], 3), np.uint8)
     result = composite.compose(cut, black, shadow=False)
@@ -117,10 +118,8 @@ def test_the_cut_leaves_no_old_background_around_the_product() -> None:
     assert float(cut.rgb[rim].mean()) < 200
 
 
-def test_a_photo_that_arrives_cut_out_uses_its_own_alpha(data_dir: object) -> None:
-    from tests.conftest import read_image
-
-    cut = composite.cut_out(read_image("Minduka_Present_Blue_Pack.png"), CANVAS, 0.1, 50_000_000)
+def test_a_photo_that_arrives_cut_out_uses_its_own_alpha(data_dir: Path) -> None:
+    cut = composite.cut_out((data_dir / "Minduka_Present_Blue_Pack.png").read_bytes(), CANVAS, 0.1, 50_000_000)
     assert cut.engine == "source-alpha"
     assert ((cut.alpha > 0) & (cut.alpha < 1)).any()
     assert cut.placement.box[2] <= CANVAS[0] * 0.8 + 1

@@ -120,9 +120,10 @@ def _colour_words(prompt: str) -> list[tuple[int, RGB]]:
         # "светло-серый", "light-grey": the modifier is glued to the colour.
         parts = word.split("-")
         stem = parts[-1]
-        colour = next((rgb for name, rgb in _COLOURS.items() if stem == name or stem.startswith(name)), None)
-        if colour is None and word in _COLOURS:
-            colour = _COLOURS[word]
+        colour = _COLOURS.get(word) or _COLOURS.get(stem) or _COLOURS.get(stem.removesuffix("s"))
+        if colour is None and not stem.isascii():
+            # Russian adjectives change their ending: match on the stem.
+            colour = next((rgb for name, rgb in _COLOURS.items() if stem.startswith(name)), None)
         if colour is None:
             continue
         modifiers = [*parts[:-1]]
