@@ -32,6 +32,8 @@ import socket
 import time
 from typing import Any
 
+from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 from saq.job import Job as Task
 from saq.job import Status as TaskStatus
 from saq.queue.redis import RedisQueue
@@ -70,6 +72,24 @@ STATS_REFRESH_SECONDS = 5.0
 def sweep_interval(heartbeat_seconds: int) -> int:
     """How often workers look for silent workers' tasks and unfinished jobs."""
     return max(1, heartbeat_seconds // 3)
+
+
+class _SetexAsSet:
+    """SAQ 0.26 still calls SETEX, which redis-py 8 deprecates with a warning per call; SET EX is the same."""
+
+    def setex(self, name: Any, time: Any, value: Any) -> Any:
+        return self.set(name, value, ex=time)  # type: ignore[attr-defined]
+
+
+class _QueuePipeline(_SetexAsSet, Pipeline):  # type: ignore[misc]
+    pass
+
+
+class QueueRedis(_SetexAsSet, Redis):  # type: ignore[misc]
+    """The task queue's Redis client."""
+
+    def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> Pipeline:
+        return _QueuePipeline(self.connection_pool, self.response_callbacks, transaction, shard_hint)
 
 
 class ImageQueue(RedisQueue):
@@ -312,7 +332,9 @@ class RedisDispatcher:
         self.plugins = plugins
         self.pipeline = pipeline
         # No socket timeout: an idle worker blocks on the queue for `DEQUEUE_TIMEOUT_SECONDS` at a time.
-        self.queue = ImageQueue(make_redis(settings.redis_url, socket_timeout=None), name=keys.QUEUE_NAME)
+        self.queue = ImageQueue(
+            make_redis(settings.redis_url, socket_timeout=None, client_class=QueueRedis), name=keys.QUEUE_NAME
+        )
         self.task_timeout = int(pipeline.image_timeout) + TASK_TIMEOUT_MARGIN_SECONDS
         self._accepting = False
         self._local: ImageWorker | None = None

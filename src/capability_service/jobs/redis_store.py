@@ -174,9 +174,11 @@ def describe_redis_url(url: str) -> str:
     return f"{host}:{port}/{db}"
 
 
-def make_redis(url: str, *, socket_timeout: float | None = COMMAND_TIMEOUT_SECONDS) -> Redis:
+def make_redis(
+    url: str, *, socket_timeout: float | None = COMMAND_TIMEOUT_SECONDS, client_class: type[Redis] = Redis
+) -> Redis:
     """A client that fails within seconds when Redis is gone and reconnects by itself when it is back."""
-    client: Redis = Redis.from_url(
+    client: Redis = client_class.from_url(
         url,
         socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
         socket_timeout=socket_timeout,

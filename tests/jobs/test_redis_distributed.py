@@ -1,0 +1,264 @@
+"""The Redis dispatcher and workers in this process, against a real redis-server and real HTTP sources.
+
+Each `build_services` call stands for one process (API instance or worker); they share only Redis and
+the storage directory, as separate processes do. Real processes are in tests/e2e/test_scale_out.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+from saq.job import Status as TaskStatus
+
+from capability_service.core.config import Settings
+from capability_service.jobs import distributed, keys
+from capability_service.jobs.distributed import SWEPT_ERROR, ImageWorker, RedisDispatcher
+from capability_service.jobs.models import ImageOutcome, ImageStatus, Job, JobStatus
+from capability_service.jobs.redis_store import RedisJobStore
+from capability_service.main import Services, build_services
+from tests.conftest import AUTH, read_image
+from tests.support.servers import http_server, static_bytes
+
+# A database of its own: the reconciler walks every live job of the database it works on.
+DB = 2
+PHOTO = read_image("rocket.jpg")
+
+
+@pytest.fixture
+async def db_url(redis_url: str) -> str:
+    url = redis_url.rsplit("/", 1)[0] + f"/{DB}"
+    client = Redis.from_url(url)
+    await client.flushdb()
+    await client.aclose()
+    return url
+
+
+@pytest.fixture
+def images() -> Iterator[str]:
+    routes = {
+        "/photo.jpg": static_bytes(PHOTO),
+        "/slow.jpg": static_bytes(PHOTO, delay=0.4),
+        "/very-slow.jpg": static_bytes(PHOTO, delay=4),
+    }
+    with http_server(routes) as base:
+        yield base
+
+
+@pytest.fixture
+async def cluster(make_settings: Callable[..., Settings], db_url: str) -> AsyncIterator[Callable[..., Any]]:
+    """`cluster()` -> a started Services (one "process"); `cluster.worker(services, n)` -> a running worker."""
+    started: list[Services] = []
+    workers: list[ImageWorker] = []
+
+    def settings(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "job_backend": "redis",
+            "redis_url": db_url,
+            "job_heartbeat_seconds": 2,
+            "cpu_workers": 1,
+            "shutdown_grace_seconds": 5,
+        }
+        return make_settings(**{**values, **overrides})
+
+    async def process(**overrides: Any) -> Services:
+        services = build_services(settings(**overrides))
+        await services.start()
+        started.append(services)
+        return services
+
+    async def worker(services: Services, concurrency: int = 1) -> ImageWorker:
+        assert isinstance(services.dispatcher, RedisDispatcher)
+        image_worker = services.dispatcher.worker(concurrency)
+        await image_worker.start()
+        workers.append(image_worker)
+        return image_worker
+
+    process.worker = worker  # type: ignore[attr-defined]
+    yield process
+    for image_worker in workers:
+        await image_worker.stop()
+    for services in reversed(started):
+        await services.stop()
+
+
+def dispatcher_of(services: Services) -> RedisDispatcher:
+    assert isinstance(services.dispatcher, RedisDispatcher)
+    return services.dispatcher
+
+
+async def submit(services: Services, sources: list[str], job_id: str | None = None) -> Job:
+    job, created = await services.jobs.submit(
+        job_id=job_id or f"d-{uuid.uuid4().hex[:10]}",
+        user_id=None,
+        job_type="batch_optimization",
+        config={"format": "webp", "maxSize": 320},
+        sources=sources,
+    )
+    assert created
+    return job
+
+
+async def wait_for(store: RedisJobStore, job_id: str, done: Callable[[Job], bool], timeout: float = 20) -> Job:
+    deadline = time.monotonic() + timeout
+    while True:
+        job = await store.get(job_id)
+        assert job is not None
+        if done(job):
+            return job
+        if time.monotonic() > deadline:
+            raise AssertionError(f"job {job_id} did not get there in {timeout} s: {job.status_view()}")
+        await asyncio.sleep(0.05)
+
+
+def final(job: Job) -> bool:
+    return job.status.is_final
+
+
+async def test_images_of_one_job_spread_over_workers(cluster: Any, images: str) -> None:
+    api = await cluster()
+    first, second = await cluster(), await cluster()
+    await cluster.worker(first)
+    await cluster.worker(second)
+    job = await submit(api, [f"{images}/slow.jpg"] * 4)
+    done = await wait_for(api.store, job.job_id, final)
+    assert done.status is JobStatus.completed
+    assert done.succeeded == 4
+    assert all(Path(str(image.result_url)).suffix == ".webp" for image in done.images)
+    tasks = await dispatcher_of(api).queue.jobs([keys.task_key(job.job_id, i) for i in range(4)])
+    assert all(task is not None and task.status is TaskStatus.COMPLETE for task in tasks)
+    assert len({task.worker_id for task in tasks if task is not None}) == 2
+
+
+async def test_cancel_from_another_instance_stops_the_running_image_within_a_second(cluster: Any, images: str) -> None:
+    api, other_api, worker_process = await cluster(), await cluster(), await cluster()
+    await cluster.worker(worker_process, concurrency=1)
+    job = await submit(api, [f"{images}/very-slow.jpg", f"{images}/photo.jpg"])
+    await wait_for(api.store, job.job_id, lambda j: j.images[0].status is ImageStatus.processing)
+    queue = dispatcher_of(api).queue
+
+    cancelled = await other_api.jobs.cancel(job.job_id, None)
+    started = time.monotonic()
+    assert cancelled.status is JobStatus.cancelled
+    while True:
+        running, queued = await queue.jobs([keys.task_key(job.job_id, 0), keys.task_key(job.job_id, 1)])
+        assert running is not None and queued is not None
+        if running.status in (TaskStatus.COMPLETE, TaskStatus.ABORTED):
+            break
+        assert time.monotonic() - started < 1, f"the worker still runs the image: {running.status}"
+        await asyncio.sleep(0.02)
+    # The image waiting behind it never runs.
+    assert queued.status is TaskStatus.ABORTED
+    assert queued.started == 0
+    result = await api.store.get(job.job_id)
+    assert result is not None
+    assert result.status is JobStatus.cancelled
+    assert [image.status for image in result.images] == [ImageStatus.cancelled, ImageStatus.cancelled]
+    assert result.message == "Cancelled: 0 of 2 images finished before the job stopped"
+
+
+async def test_duplicate_and_retried_tasks_never_redo_a_finished_image(cluster: Any, images: str) -> None:
+    api = await cluster()
+    dispatcher = dispatcher_of(api)
+    job = await submit(api, [f"{images}/photo.jpg", f"{images}/very-slow.jpg"])
+    # Queueing the same images again while they wait is a no-op.
+    await dispatcher.dispatch(job)
+    assert await dispatcher.queue.count("queued") == 2
+
+    worker = await cluster.worker(await cluster(), concurrency=2)
+    first = await wait_for(api.store, job.job_id, lambda j: j.images[0].status is ImageStatus.succeeded)
+    result_file = Path(api.settings.local_storage_dir) / str(first.images[0].result_key)
+    written = result_file.stat().st_mtime_ns
+    # A second delivery of image 0 (as after a lost acknowledgement) finds it done and leaves it alone.
+    retried = await dispatcher.queue.enqueue(
+        distributed.TASK_FUNCTION, key=keys.task_key(job.job_id, 0), job_id=job.job_id, index=0, timeout=30
+    )
+    assert retried is not None
+    await retried.refresh(until_complete=10)
+    assert retried.result == "skipped: image already succeeded"
+    assert result_file.stat().st_mtime_ns == written
+    now = await api.store.get(job.job_id)
+    assert now is not None and now.images[0] == first.images[0] and now.processed == 1
+    await worker.stop()
+
+
+async def test_reconciler_fails_an_image_whose_task_was_given_up(cluster: Any, images: str) -> None:
+    api = await cluster()
+    queue = dispatcher_of(api).queue
+    job = await submit(api, [f"{images}/photo.jpg", f"{images}/photo.jpg"])
+    # What SAQ's sweep leaves when the last attempt's worker went silent.
+    task = await queue.job(keys.task_key(job.job_id, 0))
+    assert task is not None
+    await queue.abort(task, SWEPT_ERROR)
+    task.attempts = 3
+    await queue.finish(task, TaskStatus.ABORTED, error=SWEPT_ERROR)
+
+    reconciler = dispatcher_of(await cluster()).worker(1)
+    assert await reconciler.reconcile() == 1
+    after = await api.store.get(job.job_id)
+    assert after is not None
+    assert after.images[0].status is ImageStatus.failed
+    assert after.images[0].error == "gave up after 3 attempts: the worker processing it stopped responding"
+    assert after.status is JobStatus.pending
+    # Image 1 still has its task, and the job closes when a worker has done it.
+    await cluster.worker(await cluster())
+    done = await wait_for(api.store, job.job_id, final)
+    assert done.status is JobStatus.completed
+    assert done.message == "Completed with 1 of 2 images failed"
+
+
+async def test_reconciler_closes_jobs_left_open(cluster: Any, images: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    api = await cluster()
+    store = api.store
+    assert isinstance(store, RedisJobStore)
+    # All images recorded, but the worker that recorded the last one died before closing the job.
+    recorded = await submit(api, [f"{images}/photo.jpg"])
+    await store.record_image(
+        recorded.job_id, ImageOutcome(index=0, status=ImageStatus.succeeded, result_url="http://r/0.webp")
+    )
+    # Accepted, but never queued: the API instance died between storing and queueing.
+    unqueued = Job.new(
+        job_id=f"d-{uuid.uuid4().hex[:10]}",
+        user_id=None,
+        job_type="batch_optimization",
+        plugin="ai-playground",
+        config={},
+        sources=[f"{images}/photo.jpg"],
+    )
+    await store.create(unqueued)
+    monkeypatch.setattr(distributed, "UNQUEUED_GRACE_SECONDS", 0.0)
+
+    reconciler = dispatcher_of(await cluster()).worker(1)
+    await reconciler.reconcile()
+    closed = await store.get(recorded.job_id)
+    assert closed is not None and closed.status is JobStatus.completed
+    lost = await store.get(unqueued.job_id)
+    assert lost is not None and lost.status is JobStatus.failed
+    assert lost.images[0].error is not None and "never queued" in lost.images[0].error
+    assert await store.live_job_ids() == []
+
+
+async def test_serve_with_local_workers_runs_jobs_itself(
+    make_client: Callable[..., Any], db_url: str, images: str
+) -> None:
+    client = await make_client(job_backend="redis", redis_url=db_url, serve_local_workers=2, cpu_workers=1)
+    health = (await client.get("/api/v1/health")).json()
+    assert health["jobs"]["backend"] == "redis"
+    assert health["jobs"]["local_workers"] == 2
+    payload = {"type": "batch_optimization", "config": {"format": "jpg"}, "source_image_urls": [f"{images}/photo.jpg"]}
+    response = await client.post("/api/v1/ai/job", json=payload, headers=AUTH)
+    assert response.status_code == 202
+    job_id = response.json()["data"]["job_id"]
+    deadline = time.monotonic() + 20
+    while True:
+        status = (await client.get(f"/api/v1/ai/job/{job_id}/status", headers=AUTH)).json()
+        if status["status"] == "completed":
+            break
+        assert time.monotonic() < deadline, status
+        await asyncio.sleep(0.05)
