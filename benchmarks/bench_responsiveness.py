@@ -68,6 +68,9 @@ JOB_TYPES: dict[str, dict[str, Any]] = {
 # Not a service setting: the benchmark itself lowers the priority of every server thread but the
 # event loop's to this nice value, to show what the service would gain by doing it for its image work.
 NICE_KEY = "BENCH_NICE_WORKERS"
+# Not a service setting either: serve through the launcher with the API's sync dependencies replaced
+# by coroutine versions, to show what the thread-pool hop per dependency costs under load.
+ASYNC_DEPS_KEY = "BENCH_ASYNC_DEPS"
 # Settings tried by --sweep, each against the same photos in the same run.
 SWEEP: list[dict[str, str]] = [
     {},
@@ -77,22 +80,32 @@ SWEEP: list[dict[str, str]] = [
     {"MAX_IMAGES_IN_FLIGHT": "2", "VIPS_CONCURRENCY": "1"},
     {"CPU_EXECUTOR": "process"},
     {NICE_KEY: "10"},
+    {ASYNC_DEPS_KEY: "1"},
+    {ASYNC_DEPS_KEY: "1", NICE_KEY: "10"},
 ]
 
-# Runs the same app as `capability-service serve`, plus in-process probes of the event loop.
+# Runs the same app as `capability-service serve` (same uvicorn options), plus in-process probes of
+# the event loop and, for the ASYNC_DEPS_KEY experiment, coroutine versions of the API's dependencies.
 PROBE_LAUNCHER = r"""
 import asyncio, collections, json, os, sys, threading, time, traceback
 from contextlib import asynccontextmanager
+from typing import Annotated
 import uvicorn
+from fastapi import Header, HTTPException, Request
+from capability_service.api import deps
 from capability_service.core.config import load_settings
 from capability_service.main import create_app
 
-out_path = os.environ["BENCH_PROBE_OUT"]
+out_path = os.environ.get("BENCH_PROBE_OUT", "")
 stall = float(os.environ.get("BENCH_PROBE_STALL_MS", "20")) / 1000
 lags = []
 stacks = collections.Counter()
+states = collections.Counter()
 beat = [time.perf_counter()]
 main_id = threading.get_ident()
+main_tid = threading.get_native_id()
+SYSCALLS = {"202": "futex (GIL or a lock)", "232": "epoll_wait (idle)", "281": "epoll_pwait (idle)",
+            "441": "epoll_pwait2 (idle)", "running": "running C code"}
 
 async def heartbeat():
     while True:
@@ -105,15 +118,42 @@ async def heartbeat():
 def sampler():
     while True:
         time.sleep(0.002)
-        if time.perf_counter() - beat[0] > stall:
-            frame = sys._current_frames().get(main_id)
-            if frame is None:
-                continue
+        if time.perf_counter() - beat[0] <= stall:
+            continue
+        try:
+            state = open(f"/proc/self/task/{main_tid}/stat").read().rsplit(")", 1)[1].split()[0]
+            call = open(f"/proc/self/task/{main_tid}/syscall").read().split()[0]
+        except OSError:
+            state, call = "?", "?"
+        if state == "R":
+            states["R: runnable (on a core, or waiting in the run queue for one)"] += 1
+        else:
+            states[f"{state}: in syscall {SYSCALLS.get(call, call)}"] += 1
+        frame = sys._current_frames().get(main_id)
+        if frame is not None:
             summary = traceback.extract_stack(frame)[-4:]
             key = " <- ".join(f"{os.path.basename(f.filename)}:{f.lineno} {f.name}" for f in reversed(summary))
             stacks[key] += 1
 
 app = create_app(load_settings())
+
+if os.environ.get("BENCH_ASYNC_DEPS") == "1":
+    # The same checks as capability_service.api.deps, as coroutines: FastAPI then calls them on
+    # the loop instead of hopping to its thread pool and back for each one.
+    async def get_services(request: Request):
+        return request.app.state.services
+
+    async def require_api_key(request: Request, x_api_key: Annotated[str | None, Header(alias="X-API-Key")] = None):
+        if not request.app.state.services.api_keys.is_valid(x_api_key):
+            raise HTTPException(401, detail="invalid API key")
+
+    async def user_id_header(x_user_id: Annotated[str | None, Header(alias="X-User-Id", max_length=128)] = None):
+        return x_user_id or None
+
+    app.dependency_overrides[deps.get_services] = get_services
+    app.dependency_overrides[deps.require_api_key] = require_api_key
+    app.dependency_overrides[deps.user_id_header] = user_id_header
+
 inner = app.router.lifespan_context
 
 @asynccontextmanager
@@ -122,16 +162,21 @@ async def probed(application):
     if os.environ.get("BENCH_ASYNCIO_DEBUG") == "1":
         loop.set_debug(True)
         loop.slow_callback_duration = stall
-    task = loop.create_task(heartbeat())
-    threading.Thread(target=sampler, daemon=True).start()
+    task = None
+    if out_path:
+        task = loop.create_task(heartbeat())
+        threading.Thread(target=sampler, daemon=True).start()
     async with inner(application) as state:
         yield state
-    task.cancel()
+    if task is not None:
+        task.cancel()
 
 app.router.lifespan_context = probed
-uvicorn.run(app, host=sys.argv[1], port=int(sys.argv[2]), log_level="warning", timeout_graceful_shutdown=None)
-with open(out_path, "w") as handle:
-    json.dump({"lags": lags, "stacks": stacks.most_common(15)}, handle)
+host, port = sys.argv[1], int(sys.argv[2])
+uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=None, proxy_headers=True)
+if out_path:
+    with open(out_path, "w") as handle:
+        json.dump({"lags": lags, "stacks": stacks.most_common(15), "states": states.most_common()}, handle)
 """
 
 
@@ -230,6 +275,18 @@ def process_cpu(pid: int) -> float:
     return total
 
 
+def machine_busy() -> float:
+    """CPU seconds all cores of the machine have been busy since boot (user, system, irq, steal)."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(value) for value in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
 def thread_usage(
     before: dict[tuple[int, int], ThreadSample], after: dict[tuple[int, int], ThreadSample]
 ) -> dict[str, dict[str, float]]:
@@ -305,6 +362,7 @@ def run_server(scratch: Path, overrides: dict[str, str], probe: bool, debug: boo
         probe_path = workdir / "probe.json"
         env["BENCH_PROBE_OUT"] = str(probe_path)
         env["BENCH_ASYNCIO_DEBUG"] = "1" if debug else "0"
+    if probe or env.get(ASYNC_DEPS_KEY) == "1":
         command = [sys.executable, "-c", PROBE_LAUNCHER, "127.0.0.1", str(port)]
     else:
         command = [*service_command(), "serve", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
@@ -494,6 +552,8 @@ class JobRun:
     submits: Stream
     threads: dict[str, dict[str, float]]
     cpu_s: float
+    machine_s: float
+    client_s: float
     probe_window: tuple[float, float]
 
 
@@ -532,6 +592,7 @@ async def run_load(
             await _drain(client)
             before = snapshot_threads(server.pid)
             cpu_before = process_cpu(server.pid)
+            machine_before, client_before = machine_busy(), own_cpu()
             window_start = time.time()
             started = time.perf_counter()
             submit_s, job_id = await client.submit(job_type, JOB_TYPES[job_type], urls)
@@ -545,6 +606,7 @@ async def run_load(
             wall = time.perf_counter() - started
             after = snapshot_threads(server.pid)
             cpu_s = process_cpu(server.pid) - cpu_before
+            machine_s, client_s = machine_busy() - machine_before, own_cpu() - client_before
             if spy is not None:
                 gil_profile = _stop_py_spy(*spy)
             result = (await http.get(f"/api/v1/ai/job/{job_id}")).json()
@@ -567,6 +629,8 @@ async def run_load(
                     submits=submit_stream,
                     threads=thread_usage(before, after),
                     cpu_s=cpu_s,
+                    machine_s=machine_s,
+                    client_s=client_s,
                     probe_window=(window_start, time.time()),
                 )
             )
@@ -712,6 +776,12 @@ def print_scenario(result: ScenarioResult) -> None:
             f"  {'whole service (+ exited threads)':<34} {'':>7} {run.cpu_s:>7.1f} {run.cpu_s / run.wall_s:>6.2f}"
             f"   ({max(0.0, run.cpu_s - counted):.1f} CPU s in threads that exited)"
         )
+        others = max(0.0, run.machine_s - run.cpu_s - run.client_s)
+        print(
+            f"  machine: {run.machine_s / run.wall_s:.2f} of {os.cpu_count()} cores busy: this service "
+            f"{run.cpu_s / run.wall_s:.2f}, load generator {run.client_s / run.wall_s:.2f}, "
+            f"other processes {others / run.wall_s:.2f}"
+        )
         loop = run.threads.get("event loop (main thread)")
         if loop is not None:
             print(
@@ -735,6 +805,12 @@ def print_scenario(result: ScenarioResult) -> None:
                 f"  {name:<34} {int(stats['n']):>6} {_ms(stats['p50'])} {_ms(stats['p99'])} {_ms(stats['max'])} "
                 f"{stalls:>7}"
             )
+        states = result.probe.get("states", [])
+        if states:
+            total = sum(count for _, count in states) or 1
+            print("  loop thread's kernel state while the heartbeat was >20 ms late:")
+            for state, count in states:
+                print(f"    {count:>5} ({count / total * 100:4.0f}%)  {state}")
         stacks = result.probe.get("stacks", [])
         if stacks:
             print("  loop thread's Python stack while the heartbeat was >20 ms late (samples every 2 ms):")
