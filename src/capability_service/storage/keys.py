@@ -9,6 +9,7 @@ import re
 RESULT_PREFIX = "ai-playground"
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+_HASHED = re.compile(r"-[0-9a-f]{10}$")
 _KEY_SEGMENT = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")
 
 
@@ -16,14 +17,15 @@ def safe_segment(value: str, *, fallback: str = "anonymous") -> str:
     """One path segment from a caller-chosen id: no separators, dots or odd characters reach a key.
 
     Two different ids never map to the same segment: whenever anything had to be replaced, a short
-    hash of the original id is appended.
+    hash of the original id is appended, and an id that already ends like such a hash is hashed too,
+    so a kept id can never equal a hashed one.
     """
     if not value:
         return fallback
     cleaned = _UNSAFE.sub("-", value).strip("-")[:64]
     if not cleaned:
         cleaned = fallback
-    if cleaned != value:
+    if cleaned != value or _HASHED.search(value):
         digest = hashlib.sha256(value.encode("utf-8")).hexdigest()[:10]
         cleaned = f"{cleaned}-{digest}"
     return cleaned

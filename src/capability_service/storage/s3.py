@@ -81,7 +81,7 @@ class S3Storage:
             verify=ca_bundle,
             config=Config(
                 **common,
-                retries={"max_attempts": max_attempts, "mode": "standard"},
+                retries={"total_max_attempts": max_attempts, "mode": "standard"},
                 connect_timeout=connect_timeout,
                 read_timeout=read_timeout,
                 max_pool_connections=max_workers,
@@ -94,7 +94,7 @@ class S3Storage:
             verify=ca_bundle,
             config=Config(
                 **common,
-                retries={"max_attempts": 1, "mode": "standard"},
+                retries={"total_max_attempts": 1, "mode": "standard"},
                 connect_timeout=min(connect_timeout, 3.0),
                 read_timeout=3.0,
             ),
