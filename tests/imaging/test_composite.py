@@ -59,15 +59,20 @@ def assert_product_preserved(
     alpha: npt.NDArray[np.float32],
     placement: composite.Placement,
 ) -> None:
+    """Inside the product the result is the source resampled for scale, and the cut covers the product."""
     box_x, box_y, box_w, box_h = placement.box
     got = result[box_y : box_y + box_h, box_x : box_x + box_w].astype(np.int16)
     want = expected_product(source, placement).astype(np.int16)
     inside = product_interior(alpha, placement)
     assert inside.sum() > 0.3 * box_w * box_h
-    diff = np.abs(got - want)[inside]
+    diff = np.abs(got - want).max(axis=2)
+    # Where the cut missed a piece of the product the new background shows: allowed for a sliver
+    # only (segmentation quality has its own tests); everywhere else the pixels are the source's.
+    kept = inside & (diff <= 24)
+    assert kept.sum() >= 0.97 * inside.sum(), kept.sum() / inside.sum()
     # Two Lanczos implementations differ by a few levels at sharp detail, never more.
-    assert float(diff.mean()) < 1.5, float(diff.mean())
-    assert float(np.percentile(diff, 99.5)) <= 12
+    assert float(diff[kept].mean()) < 1.0, float(diff[kept].mean())
+    assert float(np.percentile(diff[kept], 99)) <= 8
 
 
 def test_the_product_keeps_its_source_pixels_on_an_offline_background() -> None:

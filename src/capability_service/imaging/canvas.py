@@ -28,7 +28,8 @@ def fit_to_target(data: bytes, width: int, height: int, fmt: OutputFormat, max_p
     """
     source = open_image(data, max_pixels)
     try:
-        image = _read(data, width, height, "both")
+        # Read once into memory: the border colour and the encoder both need the pixels.
+        image = _read(data, width, height, "both").copy_memory()
         pixels = np.asarray(image.numpy(), dtype=np.uint8)
         border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]]).mean(axis=0)
         fill = [round(float(value)) for value in border[:3]]
