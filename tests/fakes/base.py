@@ -2,8 +2,8 @@
 
 Every request is recorded (headers, body, arrival time). Answers come, in this order, from the
 scripted queue (`push`), from a `rule` that looks at the request, or from the model's normal
-behaviour. A fixed `latency` before each model answer lets benchmarks measure concurrency; the
-server also counts how many model calls were in flight at once.
+behaviour. A fixed `latency` (the time to each model answer, rendering included) lets benchmarks
+measure concurrency; the server also counts how many model calls were in flight at once.
 """
 
 from __future__ import annotations
@@ -194,17 +194,19 @@ class FakeModelServer:
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
             scripted = self._script.popleft() if self._script else None
+        started = time.monotonic()
         try:
-            if self.latency:
-                self._stopping.wait(self.latency)
             if scripted is None and self.rule is not None:
                 scripted = self.rule(request)
             if isinstance(scripted, Stall):
                 self._stopping.wait(scripted.seconds)
                 return self.stalled_answer(request)
-            if scripted is not None:
-                return scripted
-            return self.answer(request)
+            reply = scripted if scripted is not None else self.answer(request)
+            # `latency` is the whole answer time, rendering included, as a remote model's would be.
+            remaining = self.latency - (time.monotonic() - started)
+            if remaining > 0:
+                self._stopping.wait(remaining)
+            return reply
         finally:
             with self._lock:
                 self.in_flight -= 1
