@@ -387,3 +387,16 @@ async def test_from_settings(make_settings: Callable[..., Settings]) -> None:
         assert error.rule == "private-address"
     finally:
         await fetcher.close()
+
+
+async def test_next_address_is_tried_when_one_refuses_connections(make_fetcher: FetcherFactory) -> None:
+    async def dual_stack(host: str, port: int) -> list[str]:
+        return ["::1", "127.0.0.1"]  # nothing listens on ::1 at this port
+
+    with loopback.serve({"/a.jpg": loopback.image(JPEG)}) as server:
+        fetcher = make_fetcher(allow_private=True, resolver=dual_stack)
+        assert (await fetcher.fetch(f"http://dual.test:{server.port}/a.jpg")).data == JPEG
+        # With the policy on, both answers are checked before either is tried.
+        error = await refused(make_fetcher(resolver=dual_stack), f"http://dual.test:{server.port}/a.jpg")
+        assert str(error) == "dual.test resolves to a loopback address ::1"
+    assert server.stats.connections == 1

@@ -74,13 +74,17 @@ async def test_data_uri_errors(fetcher: SourceFetcher, uri: str, rule: str | Non
 
 
 def test_data_uri_size_is_checked_before_decoding() -> None:
-    # 40 MB of base64 against a 1 MB cap: refused from its length alone, without decoding.
-    huge = "data:image/png;base64," + "A" * (40 * 1024 * 1024)
-    started = time.perf_counter()
+    # 40 MB of characters that are not even base64, against a 1 MB cap: refused for its size, which
+    # shows the length is judged before any decoding is tried.
+    huge = "data:image/png;base64," + "!" * (40 * 1024 * 1024)
     with pytest.raises(SourceError) as info:
         decode_data_uri(huge, 1024 * 1024)
     assert info.value.rule == "too-large"
-    assert time.perf_counter() - started < 0.05
+    # Just under the cap after escapes and line breaks are removed: decoded, then judged exactly.
+    exact = base64.b64encode(b"\0" * 1000).decode()
+    assert len(decode_data_uri("data:image/png;base64," + exact, 1000)) == 1000
+    with pytest.raises(SourceError):
+        decode_data_uri("data:image/png;base64," + exact, 999)
 
 
 async def test_data_uri_just_over_the_cap(fetcher: SourceFetcher) -> None:
@@ -164,7 +168,7 @@ async def test_escapes_are_refused(local_fetcher: SourceFetcher, tree: Path, pat
         ("file://{root}/missing.png", "local-path", "no such file"),
         ("file://{root}/sub%20dir", "local-path", "not a regular file"),
         ("file://{root}/pipe.jpg", "local-path", "not a regular file"),
-        ("file://{root}/notes.txt", "not-an-image", "not an image"),
+        ("file://{root}/notes.txt", "not-an-image", "not a supported image"),
         ("file://{root}/a.png%00.jpg", "local-path", "NUL"),
         ("file://evil.example/{root}/a.png", "local-path", "must not name a host"),
         ("file://{root}/a.png?x=1", "local-path", "query"),

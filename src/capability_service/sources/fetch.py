@@ -83,8 +83,9 @@ class _Retryable(Exception):
 def _check_image(head: bytes) -> None:
     if image_kind(head) is None:
         what = describe(head)
+        prefix = f"the source is {what}, " if what else "the source is "
         raise SourceError(
-            f"the source is not an image ({what}); expected JPEG, PNG, WebP, GIF, TIFF, AVIF/HEIC or BMP",
+            prefix + "not a supported image (allowed: JPEG, PNG, WebP, GIF, TIFF, AVIF/HEIC, BMP)",
             rule="not-an-image",
         )
 
@@ -94,12 +95,12 @@ def decode_data_uri(uri: str, max_bytes: int) -> bytes:
     match = _DATA_URI.match(uri)
     if not match or not match.group("b64"):
         raise SourceError("data: URI must be base64-encoded (data:image/...;base64,...)", rule="data-uri")
-    payload = uri[match.end() :]
     too_large = SourceError(f"data: URI is larger than the {max_bytes} byte limit", rule="too-large")
     # Refuse from the length alone before copying or decoding anything: even fully percent-escaped
     # base64 takes at most 4 characters per byte.
-    if len(payload) > 4 * max_bytes + 16:
+    if len(uri) - match.end() > 4 * max_bytes + 16:
         raise too_large
+    payload = uri[match.end() :]
     if "%" in payload:
         payload = unquote(payload)
     if _WHITESPACE.search(payload):

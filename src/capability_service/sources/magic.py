@@ -28,7 +28,7 @@ def image_kind(head: bytes) -> str | None:
 
 
 def describe(head: bytes) -> str:
-    """A short hint at what a non-image body is, for the seller's error message."""
+    """A short hint at what a non-image body is (`"an HTML page"`), or "" when there is nothing to say."""
     stripped = head.lstrip()[:15].lower()
     if stripped.startswith((b"<!doctype html", b"<html", b"<head", b"<body")):
         return "an HTML page"
@@ -38,4 +38,4 @@ def describe(head: bytes) -> str:
         return "XML/SVG"
     if not head:
         return "empty"
-    return "not an image"
+    return ""
