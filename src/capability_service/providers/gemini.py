@@ -122,6 +122,7 @@ class GeminiProvider:
         self._headers = (
             {"x-goog-api-key": api_key} if auth_scheme == "x-goog-api-key" else {"Authorization": f"Bearer {api_key}"}
         )
+        self._bearer = auth_scheme == "bearer"
         self._max_pixels = max_pixels
         self._transport = transport
         self._http = ModelClient(
@@ -327,6 +328,11 @@ class GeminiProvider:
         if self._health is not None and now - self._health[0] < HEALTH_CACHE_SECONDS:
             return self._health[1]
         report: dict[str, Any] = {"provider": self.name, "model": self.model}
+        last = self._http.last_success
+        if last is not None and now - last < HEALTH_CACHE_SECONDS:
+            # A real answer a moment ago says more than a metadata probe would.
+            report.update(healthy=True, detail=f"answered {now - last:.0f} s ago")
+            return report
         try:
             async with httpx.AsyncClient(
                 timeout=HEALTH_TIMEOUT_SECONDS, transport=self._transport, follow_redirects=False
@@ -337,6 +343,9 @@ class GeminiProvider:
         else:
             if response.status_code == 200:
                 report.update(healthy=True, detail="reachable")
+            elif response.status_code in (404, 405) and self._bearer:
+                # Many proxies serve generateContent only; a missing metadata route says nothing bad.
+                report.update(healthy=True, detail="not checked: the proxy serves no model metadata")
             else:
                 report.update(healthy=False, detail=str(self._error(response).error))
         self._health = (now, report)

@@ -144,6 +144,8 @@ class ModelClient:
         self._sleep = sleep
         self._rng = rng or random.Random()
         self._slots = asyncio.Semaphore(max_concurrency)
+        # time.monotonic() of the last usable answer, so health checks can skip a probe.
+        self.last_success: float | None = None
         self._client = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout, connect=min(10.0, timeout)),
             limits=httpx.Limits(max_connections=max_concurrency, max_keepalive_connections=max_concurrency),
@@ -176,6 +178,7 @@ class ModelClient:
                 stats.attempts += 1
                 outcome = await self._attempt(send, inspect, what)
                 if isinstance(outcome, httpx.Response):
+                    self.last_success = time.monotonic()
                     return outcome, stats
                 failure = outcome
                 error = failure.error

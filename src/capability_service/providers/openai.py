@@ -249,6 +249,11 @@ class OpenAIProvider:
         if self._health is not None and now - self._health[0] < HEALTH_CACHE_SECONDS:
             return self._health[1]
         report: dict[str, Any] = {"provider": self.name, "model": self.model}
+        last = self._http.last_success
+        if last is not None and now - last < HEALTH_CACHE_SECONDS:
+            # A real answer a moment ago says more than a metadata probe would.
+            report.update(healthy=True, detail=f"answered {now - last:.0f} s ago")
+            return report
         try:
             async with httpx.AsyncClient(
                 timeout=HEALTH_TIMEOUT_SECONDS, transport=self._transport, follow_redirects=False
