@@ -72,7 +72,9 @@ def test_adobe_rgb_is_converted_to_srgb_and_tagged() -> None:
     result = optimize(data, LOSSLESS)
     assert result.metadata["colour_converted_from"].startswith("Adobe RGB")
     expected = ImageCms.profileToProfile(
-        photo, ImageCms.ImageCmsProfile(io.BytesIO(profile)), ImageCms.createProfile("sRGB"),
+        photo,
+        ImageCms.ImageCmsProfile(io.BytesIO(profile)),
+        ImageCms.createProfile("sRGB"),
         renderingIntent=ImageCms.Intent.RELATIVE_COLORIMETRIC,
     )
     assert expected is not None

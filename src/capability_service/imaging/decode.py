@@ -115,8 +115,7 @@ def _check_size(width: int, height: int, frames: int, max_pixels: int, max_frame
         raise ImageError("the image has no pixels (zero width or height)")
     if width * height > max_pixels:
         raise ImageError(
-            f"the image is {width}x{height} ({width * height / 1e6:.1f} MP), "
-            f"above the {max_pixels / 1e6:g} MP limit"
+            f"the image is {width}x{height} ({width * height / 1e6:.1f} MP), above the {max_pixels / 1e6:g} MP limit"
         )
     if frames > max_frames:
         raise ImageError(f"the image has {frames} frames, above the limit of {max_frames}")
@@ -127,7 +126,7 @@ def _load(data: bytes, fmt: str, options: dict[str, Any]) -> pyvips.Image:
         raise AssertionError("bmp is decoded by Pillow")
     try:
         image: pyvips.Image = pyvips.Operation.call(
-            _LOADERS[fmt], data, access="sequential", fail_on="truncated", **options
+            _LOADERS[fmt], data, access="sequential", fail_on="warning", **options
         )
     except pyvips.Error as exc:
         reason = _first_line(exc)
@@ -143,9 +142,34 @@ def _frames(image: pyvips.Image) -> int:
     return 1
 
 
+def declared_size(data: bytes, fmt: str) -> tuple[int, int] | None:
+    """Width and height read straight from the header bytes for formats where that is trivial.
+
+    Checked before libvips or Pillow see the file, so an absurd size gets our message, not a
+    decoder's.
+    """
+    if fmt == "png" and len(data) >= 24 and data[12:16] == b"IHDR":
+        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    if fmt == "gif" and len(data) >= 10:
+        return int.from_bytes(data[6:8], "little"), int.from_bytes(data[8:10], "little")
+    if fmt == "bmp" and len(data) >= 26:
+        # Negative heights mean top-down rows, not a smaller image.
+        width = int.from_bytes(data[18:22], "little", signed=True)
+        height = int.from_bytes(data[22:26], "little", signed=True)
+        return abs(width), abs(height)
+    return None
+
+
+def _precheck(data: bytes, fmt: str, max_pixels: int) -> None:
+    size = declared_size(data, fmt)
+    if size is not None:
+        _check_size(size[0], size[1], 1, max_pixels, 1)
+
+
 def probe(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, max_frames: int = DEFAULT_MAX_FRAMES) -> ImageInfo:
     """Read and check the header: format, size, frames, orientation; nothing is decoded."""
     fmt = sniff_format(data)
+    _precheck(data, fmt, max_pixels)
     if fmt == "bmp":
         width, height, alpha = _bmp_header(data)
         _check_size(width, height, 1, max_pixels, max_frames)
@@ -178,6 +202,7 @@ def open_image(
     pixels are decoded only when the returned image is computed, strip by strip.
     """
     fmt = sniff_format(data)
+    _precheck(data, fmt, max_pixels)
     if fmt == "bmp":
         return _open_bmp(data, max_pixels)
     image = _load(data, fmt, options)
@@ -254,4 +279,11 @@ def vips_error(exc: pyvips.Error, doing: str, deadline: Deadline | None = None) 
     """The user-facing error for a libvips failure while `doing` something."""
     if deadline is not None and (deadline.expired or "killed" in str(exc)):
         return deadline.error()
-    return ImageError(f"the image could not be {doing}: {_first_line(exc)}")
+    reason = _first_line(exc)
+    # Decoding is lazy, so a broken file often fails only while the result is being written.
+    if any(word in reason.lower() for word in _DECODE_WORDS):
+        return ImageError(f"the image data is broken or truncated: {reason}")
+    return ImageError(f"the image could not be {doing}: {reason}")
+
+
+_DECODE_WORDS = ("corrupt", "premature", "truncat", "read error", "out of order read", "load", "decode", "crc")

@@ -133,9 +133,7 @@ def encode(
             if deadline:
                 deadline.watch(image)
             return bytes(
-                image.jpegsave_buffer(
-                    Q=QUALITY_VALUES[quality], optimize_coding=True, interlace=True, keep=keep
-                )
+                image.jpegsave_buffer(Q=QUALITY_VALUES[quality], optimize_coding=True, interlace=True, keep=keep)
             )
         if deadline:
             deadline.watch(image)

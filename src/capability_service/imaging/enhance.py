@@ -61,12 +61,13 @@ def denoise(pixels: U8, strength: float) -> U8:
     sigma = noise_sigma(_luma(pixels))
     if sigma < 0.5 or strength <= 0:
         return pixels
-    # Colour differences below ~2.5 sigma are noise; larger ones are edges and stay untouched.
-    filtered = cv2.bilateralFilter(pixels, 5, 2.5 * sigma, 2.0)
+    # Colour differences below ~3 sigma are noise; larger ones are edges and stay untouched.
+    # (5 px, 3 sigma, spatial 3) measured best of d 5/7/9 for PSNR per second on the camera photo.
+    filtered = cv2.bilateralFilter(pixels, 5, 3.0 * sigma, 3.0)
     weight = min(1.0, strength * 2)
     if weight >= 1.0:
         return np.asarray(filtered, dtype=np.uint8)
-    return np.asarray(cv2.addWeighted(filtered, weight, pixels, 1 - weight, 0), dtype=np.uint8)
+    return np.asarray(cv2.addWeighted(filtered, weight, pixels, 1 - weight, 0, dst=filtered), dtype=np.uint8)
 
 
 def tone_curve(pixels: U8, strength: float) -> U8:
@@ -96,7 +97,7 @@ def adjust_tone(pixels: U8, strength: float) -> U8:
     """Contrast and brightness through one lookup table (see `tone_curve`)."""
     if strength <= 0:
         return pixels
-    return np.asarray(cv2.LUT(pixels, tone_curve(pixels, strength)), dtype=np.uint8)
+    return np.asarray(cv2.LUT(pixels, tone_curve(pixels, strength), dst=pixels), dtype=np.uint8)
 
 
 def sharpen_radius(width: int, height: int) -> float:
@@ -116,8 +117,35 @@ def sharpen(pixels: U8, strength: float) -> U8:
     ycc = cv2.cvtColor(pixels, cv2.COLOR_RGB2YCrCb)
     luma = ycc[:, :, 0]
     blurred = cv2.GaussianBlur(luma, (0, 0), sigma)
-    ycc[:, :, 0] = cv2.addWeighted(luma, 1 + amount, blurred, -amount, 0)
-    return np.asarray(cv2.cvtColor(ycc, cv2.COLOR_YCrCb2RGB), dtype=np.uint8)
+    cv2.addWeighted(luma, 1 + amount, blurred, -amount, 0, dst=blurred)
+    ycc[:, :, 0] = blurred
+    return np.asarray(cv2.cvtColor(ycc, cv2.COLOR_YCrCb2RGB, dst=pixels), dtype=np.uint8)
+
+
+def _filtered(image: pyvips.Image, strength: float, options: EnhanceOptions, deadline: Deadline) -> pyvips.Image:
+    """Run the numpy filters; decodes straight into one array and works in place where it can."""
+    profile = image.get("icc-profile-data") if image.get_typeof("icc-profile-data") else None
+    array = np.asarray(deadline.watch(image).numpy(), dtype=np.uint8)
+    deadline.check()
+    alpha = None
+    if image.hasalpha():
+        alpha = array[..., -1].copy()
+        array = np.ascontiguousarray(array[..., :-1])
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[..., 0]
+    if options.denoise:
+        array = denoise(array, strength)
+    array = adjust_tone(array, strength)
+    if options.sharpen:
+        array = sharpen(array, strength)
+    deadline.check()
+    if alpha is not None:
+        array = np.dstack([array, alpha])
+    colour = array.ndim == 3 and array.shape[2] >= 3
+    result = pyvips.Image.new_from_array(array, interpretation="srgb" if colour else "b-w")
+    if profile is not None:
+        result.set_type(pyvips.GValue.blob_type, "icc-profile-data", profile)
+    return result
 
 
 def enhance(data: bytes, options: EnhanceOptions) -> EncodedImage:
@@ -131,30 +159,18 @@ def enhance(data: bytes, options: EnhanceOptions) -> EncodedImage:
         notes["frames"] = 1
         notes["source_frames"] = info.frames
     try:
-        image = open_image(data, options.max_pixels, max_frames=options.max_frames)
-        if info.orientation != 1:
-            # Turning needs random access; enhancement holds the whole image in memory anyway.
-            image = deadline.watch(image).copy_memory().autorot()
-        image = to_srgb(image, notes)
-        alpha = None
-        if image.hasalpha():
-            alpha = image.extract_band(image.bands - 1)
-            image = image.extract_band(0, n=image.bands - 1)
+        image = to_srgb(open_image(data, options.max_pixels, max_frames=options.max_frames), notes)
         if strength > 0:
-            profile = image.get("icc-profile-data") if image.get_typeof("icc-profile-data") else None
-            pixels = np.asarray(deadline.watch(image).numpy(), dtype=np.uint8)
-            deadline.check()
-            if options.denoise:
-                pixels = denoise(pixels, strength)
-            pixels = adjust_tone(pixels, strength)
-            if options.sharpen:
-                pixels = sharpen(pixels, strength)
-            deadline.check()
-            image = pyvips.Image.new_from_array(pixels, interpretation="srgb" if pixels.ndim == 3 else "b-w")
-            if profile is not None:
-                image.set_type(pyvips.GValue.blob_type, "icc-profile-data", profile)
-        if alpha is not None:
-            image = image.bandjoin(alpha)
+            image = _filtered(image, strength, options, deadline)
+        if info.orientation != 1:
+            if strength == 0:
+                # Turning needs random access, which a sequential decode does not give.
+                image = deadline.watch(image).copy_memory()
+            else:
+                # The filtered image is new and has no tags: give it the source's orientation.
+                image = image.copy()
+                image.set_type(pyvips.GValue.gint_type, "orientation", info.orientation)
+            image = image.autorot()
         if options.upscale:
             if image.width * image.height * 4 > options.max_pixels:
                 notes["upscale_skipped"] = (

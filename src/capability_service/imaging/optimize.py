@@ -72,9 +72,7 @@ def _crop(image: pyvips.Image, width: int, height: int) -> pyvips.Image:
     return image.crop((image.width - width) // 2, (image.height - height) // 2, width, height)
 
 
-def _animated(
-    data: bytes, info: ImageInfo, options: OptimizeOptions, size: tuple[int, int, int, int]
-) -> pyvips.Image:
+def _animated(data: bytes, info: ImageInfo, options: OptimizeOptions, size: tuple[int, int, int, int]) -> pyvips.Image:
     resize_w, resize_h, out_w, out_h = size
     image = open_image(data, options.max_pixels, max_frames=options.max_frames, n=-1)
     page_height = image.get_page_height()

@@ -1,0 +1,220 @@
+"""End-to-end benchmark of batch optimization and enhancement against the naive Pillow way.
+
+Starts a real `capability-service serve` process on a free port, serves a corpus of real photos from
+a loopback HTTP server, submits one `batch_optimization` job (webp, standard, 1920) and one
+`image_enhancement` job (level 5, sharpen, denoise, png) through the HTTP API and waits for them.
+In the same run it measures the naive baseline: Pillow, one image after another, `thumbnail` then
+`save` (webp q85 for optimization; unsharp mask + contrast then PNG for enhancement).
+
+Prints images/s for both and the ratio, output bytes, p50/p95 per-image time and the service's peak
+RSS (VmHWM). The default corpus is built from tests/data, so a fresh clone can run it:
+
+    python benchmarks/bench_pipelines.py                 # 18 x 10 MP + 4 small photos
+    python benchmarks/bench_pipelines.py --corpus DIR    # your own photos
+    python benchmarks/bench_pipelines.py --env MAX_IMAGES_IN_FLIGHT=2 --env CPU_WORKERS=2
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from PIL import Image, ImageEnhance, ImageFilter, ImageOps
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _corpus import list_photos, serve_directory, write_corpus
+
+REPO = Path(__file__).resolve().parent.parent
+SMALL_PHOTOS = ("grace_hopper.jpg", "rocket.jpg", "chelsea.png", "Minduka_Present_Blue_Pack.png")
+API_KEY = "bench-key-0123456789"
+JOBS: dict[str, dict[str, Any]] = {
+    "optimize": {"type": "batch_optimization", "config": {"quality": "standard", "format": "webp", "maxSize": 1920}},
+    "enhance": {
+        "type": "image_enhancement",
+        "config": {"enhancementLevel": 5, "sharpen": True, "denoise": True, "upscale": False},
+    },
+}
+
+
+def build_corpus(directory: Path, big: int) -> list[Path]:
+    paths = write_corpus(directory, big)
+    for name in SMALL_PHOTOS:
+        shutil.copy(REPO / "tests" / "data" / name, directory / name)
+        paths.append(directory / name)
+    return paths
+
+
+def naive_optimize(data: bytes) -> bytes:
+    image = Image.open(io.BytesIO(data))
+    image.thumbnail((1920, 1920))
+    out = io.BytesIO()
+    image.save(out, "WEBP", quality=85)
+    return out.getvalue()
+
+
+def naive_enhance(data: bytes) -> bytes:
+    image = ImageOps.exif_transpose(Image.open(io.BytesIO(data)))
+    image = image.convert("RGBA" if "A" in image.getbands() else "RGB")
+    image = image.filter(ImageFilter.UnsharpMask(radius=2, percent=60, threshold=2))
+    image = ImageEnhance.Contrast(image).enhance(1.1)
+    out = io.BytesIO()
+    image.save(out, "PNG")
+    return out.getvalue()
+
+
+def run_naive(op: str, photos: list[bytes]) -> dict[str, Any]:
+    fn = naive_optimize if op == "optimize" else naive_enhance
+    fn(photos[-1])  # warm-up, as the service gets one
+    times, total = [], 0
+    started = time.perf_counter()
+    for data in photos:
+        t0 = time.perf_counter()
+        total += len(fn(data))
+        times.append(time.perf_counter() - t0)
+    wall = time.perf_counter() - started
+    return {"wall": wall, "bytes": total, "times": times, "ok": len(photos)}
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def start_service(workdir: Path, overrides: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {
+        **os.environ,
+        "API_KEYS": API_KEY,
+        "LOCAL_STORAGE_DIR": str(workdir / "results"),
+        "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
+        "SOURCE_ALLOW_PRIVATE_NETWORKS": "true",
+        "PLUGINS_CONFIG": str(workdir / "none.yaml"),
+        "LOG_LEVEL": "WARNING",
+        **overrides,
+    }
+    command = [sys.executable, "-m", "capability_service.cli", "serve", "--port", str(port), "--log-level", "warning"]
+    process = subprocess.Popen(command, env=env, cwd=workdir)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/api/v1/health", timeout=2).status_code == 200:
+                return process, base
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    process.kill()
+    raise RuntimeError("the service did not start within 60 s")
+
+
+def run_job(client: httpx.Client, job_id: str, op: str, urls: list[str], timeout: float) -> dict[str, Any]:
+    body = {"job_id": job_id, "user_id": "bench", **JOBS[op], "source_image_urls": urls}
+    started = time.perf_counter()
+    response = client.post("/api/v1/ai/job", json=body)
+    response.raise_for_status()
+    deadline = time.monotonic() + timeout
+    while True:
+        status = client.get(f"/api/v1/ai/job/{job_id}/status").json()
+        if status["status"] in ("completed", "failed", "cancelled"):
+            break
+        if time.monotonic() > deadline:
+            client.post(f"/api/v1/ai/job/{job_id}/cancel")
+            raise RuntimeError(f"job {job_id} did not finish within {timeout:.0f} s")
+        time.sleep(0.05)
+    wall = time.perf_counter() - started
+    result = client.get(f"/api/v1/ai/job/{job_id}").json()
+    images = result["metadata"]["images"]
+    done = [image for image in images if image.get("status") == "succeeded"]
+    for error in result.get("errors", []):
+        print(f"  image {error['index']} failed: {error['error']}", file=sys.stderr)
+    return {
+        "wall": wall,
+        "bytes": sum(int(image["bytes"]) for image in done),
+        "times": [image["processing_ms"] / 1000 for image in done],
+        "ok": len(done),
+    }
+
+
+def pct(values: list[float], q: float) -> float:
+    if len(values) < 2:
+        return values[0] if values else float("nan")
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--corpus", type=Path, help="a directory of photos to use instead of the generated ones")
+    parser.add_argument("--big", type=int, default=18, help="10 MP photos in the generated corpus [18]")
+    parser.add_argument("--ops", default="optimize,enhance", help="operations to run [optimize,enhance]")
+    parser.add_argument("--env", action="append", default=[], help="KEY=VALUE setting for the service")
+    parser.add_argument("--timeout", type=float, default=600, help="seconds one job may take [600]")
+    args = parser.parse_args(argv)
+    overrides = dict(item.split("=", 1) for item in args.env)
+    ops = [op.strip() for op in args.ops.split(",") if op.strip()]
+
+    with tempfile.TemporaryDirectory(prefix="bench-pipelines-") as tmp:
+        workdir = Path(tmp)
+        if args.corpus:
+            corpus, paths = args.corpus, list_photos(args.corpus)
+        else:
+            corpus = workdir / "corpus"
+            paths = build_corpus(corpus, args.big)
+        photos = [path.read_bytes() for path in paths]
+        megapixels = [Image.open(io.BytesIO(data)).size for data in photos]
+        big = sum(1 for w, h in megapixels if w * h >= 8_000_000)
+        print(f"corpus: {len(paths)} photos ({big} of >= 8 MP), {sum(map(len, photos)) / 2**20:.1f} MiB")
+        print(f"service settings: {overrides or 'defaults'}; cpus: {os.cpu_count()}")
+        process, base = start_service(workdir, overrides)
+        results: dict[str, dict[str, dict[str, Any]]] = {}
+        try:
+            with (
+                serve_directory(corpus) as images,
+                httpx.Client(base_url=base, headers={"X-API-Key": API_KEY}, timeout=60) as client,
+            ):
+                urls = [f"{images}/{path.name}" for path in paths]
+                for op in ops:
+                    run_job(client, f"warm-{op}", op, urls[-1:], args.timeout)
+                    service = run_job(client, f"bench-{op}", op, urls, args.timeout)
+                    service["rss"] = peak_rss_mib(process.pid)
+                    naive = run_naive(op, photos)
+                    results[op] = {"service": service, "naive": naive}
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+
+    print()
+    header = (
+        f"{'':10} {'side':8} {'images/s':>9} {'ratio':>6} {'output MiB':>11} {'bytes':>7} {'p50 s':>7} {'p95 s':>7}"
+    )
+    print(header)
+    for op, pair in results.items():
+        naive_rate = pair["naive"]["ok"] / pair["naive"]["wall"]
+        for side in ("naive", "service"):
+            run = pair[side]
+            rate = run["ok"] / run["wall"]
+            print(
+                f"{op:10} {side:8} {rate:9.2f} {rate / naive_rate:5.2f}x {run['bytes'] / 2**20:11.2f} "
+                f"{run['bytes'] / max(1, pair['naive']['bytes']):6.1%} {pct(run['times'], 50):7.3f} "
+                f"{pct(run['times'], 95):7.3f}"
+            )
+        print(f"{op:10} service peak RSS (VmHWM) after this job: {pair['service']['rss']:.0f} MiB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
