@@ -197,7 +197,13 @@ class ModelClient:
                         ),
                         stats,
                     )
-                log.warning("%s: attempt %d failed (%s); retrying in %.2f s", what, stats.attempts, error, wait)
+                log.warning(
+                    "%s: attempt %d failed (%s); retrying in %.2f s",
+                    what,
+                    stats.attempts,
+                    self.redact(str(error)),
+                    wait,
+                )
                 stats.waits.append(wait)
                 await self._sleep(wait)
         finally:
