@@ -180,7 +180,7 @@ async def test_bad_sources_fail_cleanly(settings: Settings, ctx: ProcessContext)
     for bad in (b"", b"plain text", png(np.full((50, 50, 3), 90, np.uint8))):
         with pytest.raises(ImageError):
             await run(plugin, {"backgroundPrompt": "white"}, bad, ctx)
-    with pytest.raises(Exception, match="backgroundPrompt|background_prompt"):
+    with pytest.raises(Exception, match=r"backgroundPrompt|background_prompt"):
         plugin.validate("background_replacement", {"padding": 0.1})
     assert isinstance(
         BackgroundReplacementConfig.model_validate({"backgroundPrompt": "w"}), BackgroundReplacementConfig
