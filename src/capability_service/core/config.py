@@ -103,7 +103,9 @@ class Settings(BaseSettings):
     redis_url: str = "redis://127.0.0.1:6379/0"
     max_images_per_job: int = Field(100, ge=1, le=10_000)
     max_concurrent_jobs: int = Field(2, ge=1, le=256)
-    max_images_in_flight: int = Field(4, ge=1, le=256)
+    # About twice AI_MAX_CONCURRENCY, so image work overlaps the remote model's waits; CPU work is bounded
+    # separately by CPU_WORKERS, so more images in flight costs only their source bytes.
+    max_images_in_flight: int = Field(8, ge=1, le=256)
     job_queue_size: int = Field(100, ge=1)
     job_result_ttl_seconds: int = Field(3600, ge=1)
     job_store_max_jobs: int = Field(10_000, ge=1)
