@@ -13,9 +13,13 @@ from capability_service.plugins.base import BasePlugin, CamelModel, ProcessConte
 
 
 class CompressConfig(CamelModel):
+    """Form fields of `POST /image/compress` (camelCase, as the front end sends them)."""
+
     quality: Quality = "standard"
     format: Literal["webp", "jpg", "png", "avif"] = "webp"
+    # Longest side of the result; the image is never upscaled.
     max_size: int = Field(4096, ge=16, le=10_000)
+    maintain_aspect: bool = True
 
 
 class ImageCompressPlugin(BasePlugin):
@@ -26,11 +30,13 @@ class ImageCompressPlugin(BasePlugin):
     config_models: ClassVar[Mapping[str, type[BaseModel]]] = {"compress": CompressConfig}
 
     async def process(self, operation: str, config: BaseModel, source: bytes, ctx: ProcessContext) -> EncodedImage:
+        """Resize and re-encode the upload off the event loop; `ImageError` if it cannot be read."""
         assert isinstance(config, CompressConfig)
         options = OptimizeOptions(
             format=config.format,
             quality=config.quality,
             max_size=config.max_size,
+            maintain_aspect=config.maintain_aspect,
             max_pixels=self.deps.settings.max_image_pixels,
         )
         return await ctx.run_cpu(optimize, source, options)
