@@ -17,9 +17,11 @@ RSS (VmHWM). The default corpus is built from tests/data, so a fresh clone can r
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -31,8 +33,10 @@ from typing import Any
 import httpx
 from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _corpus import list_photos, serve_directory, write_corpus
+try:
+    from benchmarks._corpus import list_photos, serve_directory, write_corpus
+except ModuleNotFoundError:  # run as a script: its own folder is on sys.path, the repository root is not
+    from _corpus import list_photos, serve_directory, write_corpus  # type: ignore[import-not-found, no-redef]
 
 REPO = Path(__file__).resolve().parent.parent
 SMALL_PHOTOS = ("grace_hopper.jpg", "rocket.jpg", "chelsea.png", "Minduka_Present_Blue_Pack.png")
@@ -47,7 +51,7 @@ JOBS: dict[str, dict[str, Any]] = {
 
 
 def build_corpus(directory: Path, big: int) -> list[Path]:
-    paths = write_corpus(directory, big)
+    paths: list[Path] = list(write_corpus(directory, big))
     for name in SMALL_PHOTOS:
         shutil.copy(REPO / "tests" / "data" / name, directory / name)
         paths.append(directory / name)
@@ -85,11 +89,23 @@ def run_naive(op: str, photos: list[bytes]) -> dict[str, Any]:
     return {"wall": wall, "bytes": total, "times": times, "ok": len(photos)}
 
 
-def peak_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+def _vm_hwm_kib(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def peak_rss_mib(pid: int) -> tuple[float, float]:
+    """VmHWM of the service process, and the sum over its worker processes (if any)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    workers = [int(child) for child in children]
+    for child in list(workers):
+        workers += [int(g) for g in Path(f"/proc/{child}/task/{child}/children").read_text().split()]
+    return _vm_hwm_kib(pid) / 1024, sum(_vm_hwm_kib(worker) for worker in workers) / 1024
 
 
 def start_service(workdir: Path, overrides: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
@@ -109,7 +125,8 @@ def start_service(workdir: Path, overrides: dict[str, str]) -> tuple[subprocess.
         **overrides,
     }
     command = [sys.executable, "-m", "capability_service.cli", "serve", "--port", str(port), "--log-level", "warning"]
-    process = subprocess.Popen(command, env=env, cwd=workdir)
+    # Its own session, so helpers it forks (CPU_EXECUTOR=process) can be stopped with it.
+    process = subprocess.Popen(command, env=env, cwd=workdir, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -150,7 +167,7 @@ def run_job(client: httpx.Client, job_id: str, op: str, urls: list[str], timeout
     }
 
 
-def pct(values: list[float], q: float) -> float:
+def pct(values: list[float], q: int) -> float:
     if len(values) < 2:
         return values[0] if values else float("nan")
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
@@ -163,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ops", default="optimize,enhance", help="operations to run [optimize,enhance]")
     parser.add_argument("--env", action="append", default=[], help="KEY=VALUE setting for the service")
     parser.add_argument("--timeout", type=float, default=600, help="seconds one job may take [600]")
+    parser.add_argument("--rounds", type=int, default=1, help="alternating service/naive rounds, best of each kept [1]")
     args = parser.parse_args(argv)
     overrides = dict(item.split("=", 1) for item in args.env)
     ops = [op.strip() for op in args.ops.split(",") if op.strip()]
@@ -179,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         big = sum(1 for w, h in megapixels if w * h >= 8_000_000)
         print(f"corpus: {len(paths)} photos ({big} of >= 8 MP), {sum(map(len, photos)) / 2**20:.1f} MiB")
         print(f"service settings: {overrides or 'defaults'}; cpus: {os.cpu_count()}")
+        print(f"load average before: {os.getloadavg()[0]:.2f}")
         process, base = start_service(workdir, overrides)
         results: dict[str, dict[str, dict[str, Any]]] = {}
         try:
@@ -189,14 +208,21 @@ def main(argv: list[str] | None = None) -> int:
                 urls = [f"{images}/{path.name}" for path in paths]
                 for op in ops:
                     run_job(client, f"warm-{op}", op, urls[-1:], args.timeout)
-                    service = run_job(client, f"bench-{op}", op, urls, args.timeout)
+                    # Alternate the two sides so a change in machine load hits both alike.
+                    services, naives = [], []
+                    for round_ in range(args.rounds):
+                        services.append(run_job(client, f"bench-{op}-{round_}", op, urls, args.timeout))
+                        naives.append(run_naive(op, photos))
+                    service = min(services, key=lambda run: run["wall"])
                     service["rss"] = peak_rss_mib(process.pid)
-                    naive = run_naive(op, photos)
-                    results[op] = {"service": service, "naive": naive}
+                    results[op] = {"service": service, "naive": min(naives, key=lambda run: run["wall"])}
         finally:
             process.terminate()
             process.wait(timeout=30)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
 
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
     print()
     header = (
         f"{'':10} {'side':8} {'images/s':>9} {'ratio':>6} {'output MiB':>11} {'bytes':>7} {'p50 s':>7} {'p95 s':>7}"
@@ -212,7 +238,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"{run['bytes'] / max(1, pair['naive']['bytes']):6.1%} {pct(run['times'], 50):7.3f} "
                 f"{pct(run['times'], 95):7.3f}"
             )
-        print(f"{op:10} service peak RSS (VmHWM) after this job: {pair['service']['rss']:.0f} MiB")
+        main_rss, workers_rss = pair["service"]["rss"]
+        extra = f" (+ {workers_rss:.0f} MiB in worker processes)" if workers_rss else ""
+        print(f"{op:10} service peak RSS (VmHWM) after this job: {main_rss:.0f} MiB{extra}")
     return 0
 
 

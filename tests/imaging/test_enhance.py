@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 import numpy.typing as npt
@@ -34,7 +35,7 @@ def mean_diff(a: U8, b: U8) -> float:
 
 def psnr(a: U8, b: U8) -> float:
     mse = float(((a.astype(np.float64) - b.astype(np.float64)) ** 2).mean())
-    return 10 * np.log10(255**2 / mse)
+    return 10 * math.log10(255**2 / mse)
 
 
 def edge_strength(array: U8, mask: npt.NDArray[np.bool_]) -> float:

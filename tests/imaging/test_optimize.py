@@ -130,7 +130,7 @@ def test_alpha_kept_for_png_and_webp_flattened_for_jpg() -> None:
     transparent = source[:, :, 3] == 0
     assert transparent.any()
     for fmt in ("png", "webp"):
-        out = np.asarray(pil(optimize(data, OptimizeOptions(format=fmt, max_size=10_000)).data).convert("RGBA"))  # type: ignore[arg-type]
+        out = np.asarray(pil(optimize(data, OptimizeOptions(format=fmt, max_size=10_000)).data).convert("RGBA"))
         assert (out[:, :, 3][transparent] < 8).mean() > 0.99
     jpg = np.asarray(pil(optimize(data, OptimizeOptions(format="jpg", max_size=10_000)).data))
     assert jpg.shape[2] == 3
@@ -195,7 +195,7 @@ def test_jpeg_presets_progressive_and_ordered_by_size() -> None:
     camera = read("camera_3648x2736.jpg")
     sizes = {}
     for quality in ("low", "standard", "high"):
-        result = optimize(camera, OptimizeOptions(format="jpg", quality=quality, max_size=800))  # type: ignore[arg-type]
+        result = optimize(camera, OptimizeOptions(format="jpg", quality=quality, max_size=800))
         out = pil(result.data)
         assert out.info.get("progressive") or out.info.get("progression")
         sizes[quality] = len(result.data)
@@ -207,7 +207,7 @@ def test_webp_and_avif_presets_ordered_by_size() -> None:
     camera = read("camera_3648x2736.jpg")
     for fmt in ("webp", "avif"):
         sizes = [
-            len(optimize(camera, OptimizeOptions(format=fmt, quality=q, max_size=640)).data)  # type: ignore[arg-type]
+            len(optimize(camera, OptimizeOptions(format=fmt, quality=q, max_size=640)).data)
             for q in ("low", "standard", "high")
         ]
         assert sizes[0] < sizes[1] < sizes[2]
