@@ -9,7 +9,7 @@
    `serve` process in memory mode and on a `serve` process plus one worker in Redis mode; the median
    difference is what the Redis round trips and the hop to a worker add per job.
 
-    python benchmarks/bench_workers.py                       # 16 photos, 30 latency jobs
+    python benchmarks/bench_workers.py                       # 32 photos, 30 latency jobs
     python benchmarks/bench_workers.py --photos 8 --jobs 10  # quicker
     python benchmarks/bench_workers.py --corpus DIR          # your own photos
 
@@ -215,7 +215,7 @@ async def latency_of(mode: str, redis_url: str, work: Path, source: str, jobs: i
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--photos", type=int, default=16, help="photos (= jobs) per throughput round [16]")
+    parser.add_argument("--photos", type=int, default=32, help="photos (= jobs) per throughput round [32]")
     parser.add_argument("--jobs", type=int, default=30, help="sequential jobs per latency set-up [30]")
     parser.add_argument("--corpus", type=Path, default=None, help="a directory of photos to use instead")
     args = parser.parse_args()
