@@ -249,3 +249,15 @@ def test_metadata_fields() -> None:
     assert (meta["result_width"], meta["result_height"], meta["result_format"]) == (800, 600, "webp")
     assert meta["compression_ratio"] == round(len(camera) / meta["result_bytes"], 3)
     assert meta["quality"] == 85 and meta["processing_ms"] > 0
+
+
+def test_real_adobe_rgb_photo_is_converted() -> None:
+    # rocket.jpg, as published, carries an Adobe RGB (1998) profile.
+    data = read("rocket.jpg")
+    result = optimize(data, OptimizeOptions(format="png", max_size=10_000))
+    assert result.metadata["colour_converted_from"].startswith("Adobe RGB")
+    assert diff(pixels(result.data), pixels(data)) > 2
+    description = ImageCms.getProfileDescription(
+        ImageCms.ImageCmsProfile(io.BytesIO(pil(result.data).info["icc_profile"]))
+    )
+    assert "srgb" in description.lower()
