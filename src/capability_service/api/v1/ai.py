@@ -5,16 +5,20 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Path
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from capability_service.api.deps import ApiKeyDep, ServicesDep, UserIdDep
+
+if TYPE_CHECKING:
+    from capability_service.main import Services
 from capability_service.jobs.errors import JobNotFound
-from capability_service.jobs.models import Job, JobStatus
+from capability_service.jobs.models import Job
+from capability_service.jobs.store import JobStoreUnavailable
 
 router = APIRouter(tags=["ai jobs"], dependencies=[ApiKeyDep])
 
@@ -74,31 +78,37 @@ def _event(job: Job) -> ServerSentEvent:
     return ServerSentEvent(data=json.dumps(job.status_view()), event=name, id=str(job.version))
 
 
-@router.get("/ai/job/{job_id}/stream")
-async def stream_job(
-    job_id: JobIdPath, request: Request, services: ServicesDep, user_id: UserIdDep
-) -> EventSourceResponse:
+async def _job_events(job_id: str, services: Services, user_id: str | None) -> AsyncIterator[ServerSentEvent]:
     store = services.store
+    # Subscribe before reading the current state, so no change can fall between the two.
+    async with store.subscribe(job_id) as snapshots:
+        try:
+            job = await services.jobs.get(job_id, user_id)
+        except JobNotFound as exc:
+            yield ServerSentEvent(data=json.dumps({"job_id": job_id, "detail": str(exc)}), event="error")
+            return
+        yield _event(job)
+        last_version = job.version
+        if job.status.is_final:
+            return
+        async for snapshot in snapshots:
+            if snapshot.version <= last_version:
+                continue
+            last_version = snapshot.version
+            yield _event(snapshot)
+            if snapshot.status.is_final:
+                return
 
+
+@router.get("/ai/job/{job_id}/stream")
+async def stream_job(job_id: JobIdPath, services: ServicesDep, user_id: UserIdDep) -> EventSourceResponse:
     async def events() -> AsyncIterator[ServerSentEvent]:
-        # Subscribe before reading the current state, so no change can fall between the two.
-        async with store.subscribe(job_id) as snapshots:
-            try:
-                job = await services.jobs.get(job_id, user_id)
-            except JobNotFound as exc:
-                yield ServerSentEvent(data=json.dumps({"job_id": job_id, "detail": str(exc)}), event="error")
-                return
-            yield _event(job)
-            last_version = job.version
-            if job.status in (JobStatus.completed, JobStatus.failed, JobStatus.cancelled):
-                return
-            async for snapshot in snapshots:
-                if snapshot.version <= last_version:
-                    continue
-                last_version = snapshot.version
-                yield _event(snapshot)
-                if snapshot.status.is_final:
-                    return
+        try:
+            async for event in _job_events(job_id, services, user_id):
+                yield event
+        except JobStoreUnavailable as exc:
+            # The stream has already answered 200: say why it ends instead of just closing it.
+            yield ServerSentEvent(data=json.dumps({"job_id": job_id, "detail": str(exc)}), event="error")
 
     return EventSourceResponse(
         events(), ping=services.settings.sse_heartbeat_seconds, headers={"Cache-Control": "no-store"}
