@@ -36,7 +36,10 @@ from typing import Any, Literal
 
 import pyvips
 
-from _corpus import list_photos, write_corpus
+try:
+    from benchmarks._corpus import REPO_ROOT, list_photos, write_corpus
+except ModuleNotFoundError:  # run as a script: its own folder is on sys.path, the repository root is not
+    from _corpus import REPO_ROOT, list_photos, write_corpus  # type: ignore[import-not-found, no-redef]
 from capability_service.imaging.enhance import enhance
 from capability_service.imaging.optimize import optimize
 from capability_service.imaging.types import EncodedImage, EnhanceOptions, OptimizeOptions
@@ -132,7 +135,8 @@ def _child_main(args: argparse.Namespace) -> int:
 def _run_child(setup: SetUp, corpus: Path, args: argparse.Namespace, ops: list[str]) -> dict[str, Any]:
     command = [
         sys.executable,
-        str(Path(__file__).resolve()),
+        "-m",
+        "benchmarks.bench_executor",
         "--child",
         "--kind",
         setup.kind,
@@ -147,7 +151,7 @@ def _run_child(setup: SetUp, corpus: Path, args: argparse.Namespace, ops: list[s
         "--in-flight",
         str(args.in_flight),
     ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=SETUP_TIMEOUT, check=False)
+    done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=SETUP_TIMEOUT, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"set-up {setup.label} failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
