@@ -179,3 +179,14 @@ def test_alpha_survives_enhancement() -> None:
     source = np.asarray(pil(data).convert("RGBA"))
     out = np.asarray(pil(enhance(data, EnhanceOptions(level=7)).data).convert("RGBA"))
     assert np.array_equal(out[..., 3], source[..., 3])
+
+
+def test_strips_give_the_same_result_as_one_pass() -> None:
+    clean = clean_photo()
+    assert clean.shape[0] > 2 * enhancing.STRIP_ROWS
+    noisy = np.clip(clean.astype(np.int16) + np.random.default_rng(3).normal(0, 8, clean.shape), 0, 255)
+    photo = noisy.astype(np.uint8)
+    strips = enhancing.filter_pixels(photo, 0.7, denoise_on=True, sharpen_on=True)
+    lut = enhancing.tone_curve(photo, 0.7)
+    whole = enhancing.sharpen(np.take(lut, enhancing.denoise(photo, 0.7)), 0.7)
+    assert np.array_equal(strips, whole)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 import cv2
@@ -36,17 +37,19 @@ CLIP_FRACTION = 0.005
 MAX_STRETCH_GAIN = 1.6
 # Side of the centre crop the noise level is measured on.
 NOISE_SAMPLE = 768
+# Rows per strip of the filters (about 3 MB of temporaries per filter at 4000 px wide).
+STRIP_ROWS = 256
 
 
-def noise_sigma(luma: U8) -> float:
-    """Standard deviation of white noise in a grey image (Immerkaer's fast estimator)."""
-    h, w = luma.shape
+def noise_sigma(pixels: U8) -> float:
+    """Standard deviation of white noise in the photo (Immerkaer's fast estimator on a centre crop)."""
+    h, w = pixels.shape[:2]
     top, left = max(0, (h - NOISE_SAMPLE) // 2), max(0, (w - NOISE_SAMPLE) // 2)
-    crop = luma[top : top + NOISE_SAMPLE, left : left + NOISE_SAMPLE].astype(np.float32)
+    crop = _luma(np.ascontiguousarray(pixels[top : top + NOISE_SAMPLE, left : left + NOISE_SAMPLE]))
     if crop.shape[0] < 3 or crop.shape[1] < 3:
         return 0.0
     kernel = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], dtype=np.float32)
-    response = np.abs(cv2.filter2D(crop, -1, kernel)[1:-1, 1:-1])
+    response = np.abs(cv2.filter2D(crop.astype(np.float32), -1, kernel)[1:-1, 1:-1])
     return float(math.sqrt(math.pi / 2) * response.mean() / 6)
 
 
@@ -56,9 +59,12 @@ def _luma(pixels: U8) -> U8:
     return np.asarray(cv2.cvtColor(pixels, cv2.COLOR_RGB2GRAY), dtype=np.uint8)
 
 
-def denoise(pixels: U8, strength: float) -> U8:
-    """Edge-preserving noise reduction; `strength` 0..1 blends from none to the full filter."""
-    sigma = noise_sigma(_luma(pixels))
+def denoise(pixels: U8, strength: float, sigma: float | None = None) -> U8:
+    """Edge-preserving noise reduction; `strength` 0..1 blends from none to the full filter.
+
+    `sigma` is the photo's noise level, measured on `pixels` when not given.
+    """
+    sigma = noise_sigma(pixels) if sigma is None else sigma
     if sigma < 0.5 or strength <= 0:
         return pixels
     # Colour differences below ~3 sigma are noise; larger ones are edges and stay untouched.
@@ -93,24 +99,17 @@ def tone_curve(pixels: U8, strength: float) -> U8:
     return np.clip(np.rint(curve), 0, 255).astype(np.uint8)
 
 
-def adjust_tone(pixels: U8, strength: float) -> U8:
-    """Contrast and brightness through one lookup table (see `tone_curve`)."""
-    if strength <= 0:
-        return pixels
-    return np.asarray(cv2.LUT(pixels, tone_curve(pixels, strength), dst=pixels), dtype=np.uint8)
-
-
 def sharpen_radius(width: int, height: int) -> float:
     """Gaussian sigma of the unsharp mask: grows with the image so detail of the same scale is hit."""
     return min(3.0, max(0.5, max(width, height) / 2500))
 
 
-def sharpen(pixels: U8, strength: float) -> U8:
-    """Unsharp mask on luminance, amount 0.8 at full `strength`."""
+def sharpen(pixels: U8, strength: float, sigma: float | None = None) -> U8:
+    """Unsharp mask on luminance, amount 0.8 at full `strength`; `sigma` from the image size if not given."""
     if strength <= 0:
         return pixels
     amount = 0.8 * strength
-    sigma = sharpen_radius(pixels.shape[1], pixels.shape[0])
+    sigma = sharpen_radius(pixels.shape[1], pixels.shape[0]) if sigma is None else sigma
     if pixels.ndim == 2:
         blurred = cv2.GaussianBlur(pixels, (0, 0), sigma)
         return np.asarray(cv2.addWeighted(pixels, 1 + amount, blurred, -amount, 0), dtype=np.uint8)
@@ -119,11 +118,47 @@ def sharpen(pixels: U8, strength: float) -> U8:
     blurred = cv2.GaussianBlur(luma, (0, 0), sigma)
     cv2.addWeighted(luma, 1 + amount, blurred, -amount, 0, dst=blurred)
     ycc[:, :, 0] = blurred
-    return np.asarray(cv2.cvtColor(ycc, cv2.COLOR_YCrCb2RGB, dst=pixels), dtype=np.uint8)
+    return np.asarray(cv2.cvtColor(ycc, cv2.COLOR_YCrCb2RGB), dtype=np.uint8)
+
+
+def filter_pixels(
+    pixels: U8,
+    strength: float,
+    *,
+    denoise_on: bool,
+    sharpen_on: bool,
+    check: Callable[[], None] | None = None,
+) -> U8:
+    """Denoise, tone and sharpen into a new array, in overlapping strips of `STRIP_ROWS` rows.
+
+    Statistics (noise level, tone curve, radius) come from the whole image first, so the strips
+    give the same result as one pass; working by strips keeps the temporaries of each filter
+    small, which is what bounds memory when several 10-50 MP photos are enhanced at once.
+    """
+    height, width = pixels.shape[:2]
+    lut = tone_curve(pixels, strength)
+    noise = noise_sigma(pixels) if denoise_on else 0.0
+    radius = sharpen_radius(width, height)
+    # Rows a strip needs above and below: the bilateral's 2, then the Gaussian's reach.
+    halo = 2 + math.ceil(4 * radius) + 2
+    out = np.empty_like(pixels)
+    for top in range(0, height, STRIP_ROWS):
+        bottom = min(height, top + STRIP_ROWS)
+        first, last = max(0, top - halo), min(height, bottom + halo)
+        block = pixels[first:last]
+        if denoise_on:
+            block = denoise(block, strength, noise)
+        block = np.asarray(cv2.LUT(block, lut), dtype=np.uint8)
+        if sharpen_on:
+            block = sharpen(block, strength, radius)
+        out[top:bottom] = block[top - first : bottom - first]
+        if check is not None:
+            check()
+    return out
 
 
 def _filtered(image: pyvips.Image, strength: float, options: EnhanceOptions, deadline: Deadline) -> pyvips.Image:
-    """Run the numpy filters; decodes straight into one array and works in place where it can."""
+    """Decode into one array, filter it by strips into a second one, and wrap that for encoding."""
     profile = image.get("icc-profile-data") if image.get_typeof("icc-profile-data") else None
     array = np.asarray(deadline.watch(image).numpy(), dtype=np.uint8)
     deadline.check()
@@ -133,11 +168,7 @@ def _filtered(image: pyvips.Image, strength: float, options: EnhanceOptions, dea
         array = np.ascontiguousarray(array[..., :-1])
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[..., 0]
-    if options.denoise:
-        array = denoise(array, strength)
-    array = adjust_tone(array, strength)
-    if options.sharpen:
-        array = sharpen(array, strength)
+    array = filter_pixels(array, strength, denoise_on=options.denoise, sharpen_on=options.sharpen, check=deadline.check)
     deadline.check()
     if alpha is not None:
         array = np.dstack([array, alpha])
