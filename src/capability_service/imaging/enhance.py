@@ -78,20 +78,26 @@ def denoise(pixels: U8, strength: float, sigma: float | None = None) -> U8:
 
 def tone_curve(pixels: U8, strength: float) -> U8:
     """The 256-entry lookup table of the contrast stretch and brightness gamma at `strength`."""
-    sample = pixels[::4, ::4]
+    return _tone_curve(pixels[::4, ::4], strength)
+
+
+def _tone_curve(sample: U8, strength: float) -> U8:
     low_channel = sample if sample.ndim == 2 else sample.min(axis=2)
     high_channel = sample if sample.ndim == 2 else sample.max(axis=2)
     low = float(np.percentile(low_channel, CLIP_FRACTION * 50))
     high = float(np.percentile(high_channel, 100 - CLIP_FRACTION * 50))
     if high - low < 8:
         low, high = 0.0, 255.0
-    gain = min(MAX_STRETCH_GAIN, 255.0 / (high - low))
-    # Keep the stretch centred on the range it found, clipped only where the percentiles allow.
+    full = 255.0 / (high - low)
+    gain = min(MAX_STRETCH_GAIN, full)
+    # With the full gain [low, high] becomes [0, 255]; with a capped gain the stretched range is
+    # narrower and sits between where it was and the middle, so it never leaves [0, 255] either.
     centre = (low + high) / 2
+    new_centre = 127.5 + (centre - 127.5) * (1 - gain / full)
     x = np.arange(256, dtype=np.float64)
-    stretched = np.clip((x - centre) * gain + 127.5 + (centre - 127.5) * (1 - gain / (255 / (high - low))), 0, 255)
+    stretched = np.clip((x - centre) * gain + new_centre, 0, 255)
     curve = x + strength * (stretched - x)
-    mean = float(np.interp(_luma(sample).mean(), x, curve)) / 255
+    mean = float(np.interp(_luma(np.ascontiguousarray(sample)).mean(), x, curve)) / 255
     if 0.02 < mean < 0.98:
         gamma = min(1.35, max(0.75, math.log(0.5) / math.log(mean)))
         gamma = gamma ** (strength * 0.5)
@@ -121,6 +127,9 @@ def sharpen(pixels: U8, strength: float, sigma: float | None = None) -> U8:
     return np.asarray(cv2.cvtColor(ycc, cv2.COLOR_YCrCb2RGB), dtype=np.uint8)
 
 
+RowReader = Callable[[int, int], U8]
+
+
 def filter_pixels(
     pixels: U8,
     strength: float,
@@ -129,23 +138,45 @@ def filter_pixels(
     sharpen_on: bool,
     check: Callable[[], None] | None = None,
 ) -> U8:
-    """Denoise, tone and sharpen into a new array, in overlapping strips of `STRIP_ROWS` rows.
+    """Denoise, tone and sharpen `pixels` into a new array, strip by strip (see `_filter_strips`)."""
+    return _filter_strips(
+        lambda first, last: pixels[first:last],
+        pixels.shape,
+        _tone_curve(pixels[::4, ::4], strength),
+        noise_sigma(pixels) if denoise_on else 0.0,
+        strength,
+        denoise_on=denoise_on,
+        sharpen_on=sharpen_on,
+        check=check,
+    )
 
-    Statistics (noise level, tone curve, radius) come from the whole image first, so the strips
-    give the same result as one pass; working by strips keeps the temporaries of each filter
-    small, which is what bounds memory when several 10-50 MP photos are enhanced at once.
+
+def _filter_strips(
+    read_rows: RowReader,
+    shape: tuple[int, ...],
+    lut: U8,
+    noise: float,
+    strength: float,
+    *,
+    denoise_on: bool,
+    sharpen_on: bool,
+    check: Callable[[], None] | None,
+) -> U8:
+    """Run the filters in overlapping strips of `STRIP_ROWS` rows into a new array.
+
+    Statistics (noise level, tone curve, radius) come from the whole image beforehand, so the
+    strips give exactly the result of one pass; working by strips keeps the temporaries of each
+    filter small, which is what bounds memory when several 10-50 MP photos are enhanced at once.
     """
-    height, width = pixels.shape[:2]
-    lut = tone_curve(pixels, strength)
-    noise = noise_sigma(pixels) if denoise_on else 0.0
+    height, width = shape[0], shape[1]
     radius = sharpen_radius(width, height)
     # Rows a strip needs above and below: the bilateral's 2, then the Gaussian's reach.
     halo = 2 + math.ceil(4 * radius) + 2
-    out = np.empty_like(pixels)
+    out = np.empty(shape, dtype=np.uint8)
     for top in range(0, height, STRIP_ROWS):
         bottom = min(height, top + STRIP_ROWS)
         first, last = max(0, top - halo), min(height, bottom + halo)
-        block = pixels[first:last]
+        block = read_rows(first, last)
         if denoise_on:
             block = denoise(block, strength, noise)
         block = np.asarray(cv2.LUT(block, lut), dtype=np.uint8)
@@ -157,24 +188,46 @@ def filter_pixels(
     return out
 
 
+def _array(image: pyvips.Image, colour_bands: int) -> U8:
+    array = np.asarray(image.numpy(), dtype=np.uint8)
+    if array.ndim == 3:
+        array = array[..., :colour_bands]
+        if colour_bands == 1:
+            array = array[..., 0]
+    return np.ascontiguousarray(array)
+
+
 def _filtered(image: pyvips.Image, strength: float, options: EnhanceOptions, deadline: Deadline) -> pyvips.Image:
-    """Decode into one array, filter it by strips into a second one, and wrap that for encoding."""
+    """Decode once into libvips memory, filter strips of it into one array, wrap that for encoding.
+
+    Reading strips from the decoded image (rather than converting all of it to numpy first) saves
+    a full-size copy per image in flight.
+    """
     profile = image.get("icc-profile-data") if image.get_typeof("icc-profile-data") else None
-    array = np.asarray(deadline.watch(image).numpy(), dtype=np.uint8)
+    decoded = deadline.watch(image).copy_memory()
     deadline.check()
-    alpha = None
-    if image.hasalpha():
-        alpha = array[..., -1].copy()
-        array = np.ascontiguousarray(array[..., :-1])
-    if array.ndim == 3 and array.shape[2] == 1:
-        array = array[..., 0]
-    array = filter_pixels(array, strength, denoise_on=options.denoise, sharpen_on=options.sharpen, check=deadline.check)
-    deadline.check()
-    if alpha is not None:
-        array = np.dstack([array, alpha])
-    colour = array.ndim == 3 and array.shape[2] >= 3
-    result = pyvips.Image.new_from_array(array, interpretation="srgb" if colour else "b-w")
+    has_alpha = decoded.hasalpha()
+    colour_bands = decoded.bands - (1 if has_alpha else 0)
+    width, height = decoded.width, decoded.height
+    shape: tuple[int, ...] = (height, width) if colour_bands == 1 else (height, width, colour_bands)
+    centre_left = max(0, (width - NOISE_SAMPLE) // 2)
+    centre_top = max(0, (height - NOISE_SAMPLE) // 2)
+    centre = decoded.crop(centre_left, centre_top, min(NOISE_SAMPLE, width), min(NOISE_SAMPLE, height))
+    array = _filter_strips(
+        lambda first, last: _array(decoded.crop(0, first, width, last - first), colour_bands),
+        shape,
+        _tone_curve(_array(decoded.subsample(4, 4), colour_bands), strength),
+        noise_sigma(_array(centre, colour_bands)) if options.denoise else 0.0,
+        strength,
+        denoise_on=options.denoise,
+        sharpen_on=options.sharpen,
+        check=deadline.check,
+    )
+    result = pyvips.Image.new_from_array(array, interpretation="srgb" if colour_bands >= 3 else "b-w")
+    if has_alpha:
+        result = result.bandjoin(decoded.extract_band(decoded.bands - 1))
     if profile is not None:
+        result = result.copy()
         result.set_type(pyvips.GValue.blob_type, "icc-profile-data", profile)
     return result
 
