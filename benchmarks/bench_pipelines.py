@@ -80,13 +80,14 @@ def run_naive(op: str, photos: list[bytes]) -> dict[str, Any]:
     fn = naive_optimize if op == "optimize" else naive_enhance
     fn(photos[-1])  # warm-up, as the service gets one
     times, total = [], 0
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     for data in photos:
         t0 = time.perf_counter()
         total += len(fn(data))
         times.append(time.perf_counter() - t0)
     wall = time.perf_counter() - started
-    return {"wall": wall, "bytes": total, "times": times, "ok": len(photos)}
+    cpu = time.process_time() - cpu_started
+    return {"wall": wall, "cpu": cpu, "bytes": total, "times": times, "ok": len(photos)}
 
 
 def _vm_hwm_kib(pid: int) -> int:
@@ -97,6 +98,13 @@ def _vm_hwm_kib(pid: int) -> int:
     except OSError:
         pass
     return 0
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and its reaped children so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = sum(int(value) for value in fields[11:15])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def peak_rss_mib(pid: int) -> tuple[float, float]:
@@ -139,9 +147,9 @@ def start_service(workdir: Path, overrides: dict[str, str]) -> tuple[subprocess.
     raise RuntimeError("the service did not start within 60 s")
 
 
-def run_job(client: httpx.Client, job_id: str, op: str, urls: list[str], timeout: float) -> dict[str, Any]:
+def run_job(client: httpx.Client, job_id: str, op: str, urls: list[str], timeout: float, pid: int) -> dict[str, Any]:
     body = {"job_id": job_id, "user_id": "bench", **JOBS[op], "source_image_urls": urls}
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), cpu_seconds(pid)
     response = client.post("/api/v1/ai/job", json=body)
     response.raise_for_status()
     deadline = time.monotonic() + timeout
@@ -154,6 +162,7 @@ def run_job(client: httpx.Client, job_id: str, op: str, urls: list[str], timeout
             raise RuntimeError(f"job {job_id} did not finish within {timeout:.0f} s")
         time.sleep(0.05)
     wall = time.perf_counter() - started
+    cpu = cpu_seconds(pid) - cpu_started
     result = client.get(f"/api/v1/ai/job/{job_id}").json()
     images = result["metadata"]["images"]
     done = [image for image in images if image.get("status") == "succeeded"]
@@ -161,6 +170,7 @@ def run_job(client: httpx.Client, job_id: str, op: str, urls: list[str], timeout
         print(f"  image {error['index']} failed: {error['error']}", file=sys.stderr)
     return {
         "wall": wall,
+        "cpu": cpu,
         "bytes": sum(int(image["bytes"]) for image in done),
         "times": [image["processing_ms"] / 1000 for image in done],
         "ok": len(done),
@@ -207,11 +217,11 @@ def main(argv: list[str] | None = None) -> int:
             ):
                 urls = [f"{images}/{path.name}" for path in paths]
                 for op in ops:
-                    run_job(client, f"warm-{op}", op, urls[-1:], args.timeout)
+                    run_job(client, f"warm-{op}", op, urls[-1:], args.timeout, process.pid)
                     # Alternate the two sides so a change in machine load hits both alike.
                     services, naives = [], []
                     for round_ in range(args.rounds):
-                        services.append(run_job(client, f"bench-{op}-{round_}", op, urls, args.timeout))
+                        services.append(run_job(client, f"bench-{op}-{round_}", op, urls, args.timeout, process.pid))
                         naives.append(run_naive(op, photos))
                     service = min(services, key=lambda run: run["wall"])
                     service["rss"] = peak_rss_mib(process.pid)
@@ -236,11 +246,17 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"{op:10} {side:8} {rate:9.2f} {rate / naive_rate:5.2f}x {run['bytes'] / 2**20:11.2f} "
                 f"{run['bytes'] / max(1, pair['naive']['bytes']):6.1%} {pct(run['times'], 50):7.3f} "
-                f"{pct(run['times'], 95):7.3f}"
+                f"{pct(run['times'], 95):7.3f} {run['cpu'] / run['ok']:9.3f}"
             )
         main_rss, workers_rss = pair["service"]["rss"]
         extra = f" (+ {workers_rss:.0f} MiB in worker processes)" if workers_rss else ""
         print(f"{op:10} service peak RSS (VmHWM) after this job: {main_rss:.0f} MiB{extra}")
+        # Throughput the service would reach with every core to itself, from CPU time alone: it
+        # does not depend on what else the machine runs, unlike the wall-clock ratio above.
+        cores = os.cpu_count() or 1
+        cpu_ratio = (pair["naive"]["cpu"] / pair["naive"]["ok"]) / (pair["service"]["cpu"] / pair["service"]["ok"])
+        estimate = cpu_ratio * cores
+        print(f"{op:10} CPU per image: naive / service = {cpu_ratio:.2f}x; on {cores} idle cores ~{estimate:.1f}x")
     return 0
 
 
