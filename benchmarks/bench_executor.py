@@ -218,7 +218,7 @@ def _print_report(setups: list[SetUp], results: dict[str, dict[str, Any]], ops: 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="6 photos, one run per set-up")
+    parser.add_argument("--quick", action="store_true", help="6 photos, one round")
     parser.add_argument("--corpus", type=Path, help="a directory of photos to use instead of the generated ones")
     parser.add_argument("--images", type=int, help="how many photos [20; 6 with --quick]")
     parser.add_argument("--workers", type=int, default=2, help="pool size of the thread and process set-ups [2]")
