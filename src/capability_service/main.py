@@ -67,7 +67,7 @@ def build_services(settings: Settings) -> Services:
     fetcher = SourceFetcher.from_settings(settings, storage=storage)
     provider = create_provider(settings)
     plugins = default_registry(settings, provider)
-    cpu = CpuExecutor(settings.cpu_executor, settings.cpu_workers)
+    cpu = CpuExecutor(settings.cpu_executor, settings.cpu_workers, nice=settings.cpu_nice)
     pipeline = ImagePipeline(fetcher=fetcher, storage=storage, cpu=cpu, image_timeout=IMAGE_TIMEOUT_SECONDS)
     store: JobStore
     dispatcher: Dispatcher

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 
 import pytest
@@ -34,3 +36,20 @@ async def test_process_executor_runs_a_whole_job(make_client: object) -> None:
     await submit(client, job_id="p", type="image_enhancement", source_image_urls=[data_uri("rocket.jpg")])
     result = await wait_final(client, "p", timeout=60)
     assert result["status"] == "completed", result["errors"]
+
+
+def _own_niceness() -> int:
+    return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="per-thread niceness is a Linux feature")
+@pytest.mark.parametrize("kind", ["thread", "process"])
+async def test_image_work_runs_at_lower_priority_than_the_event_loop(kind: str) -> None:
+    base = _own_niceness()
+    executor = CpuExecutor(kind, 1, nice=5)  # type: ignore[arg-type]
+    try:
+        assert await executor.run(_own_niceness) == min(19, base + 5)
+        # The event loop's own thread keeps its priority.
+        assert _own_niceness() == base
+    finally:
+        executor.shutdown()

@@ -10,7 +10,11 @@ if TYPE_CHECKING:
     from capability_service.main import Services
 
 
-def get_services(request: Request) -> Services:
+# Every dependency is `async def`: FastAPI runs plain `def` dependencies in its thread pool, a thread
+# round trip per request that waits for a free core while image work keeps both cores busy.
+
+
+async def get_services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
 
@@ -18,7 +22,7 @@ def get_services(request: Request) -> Services:
 ServicesDep = Annotated["Services", Depends(get_services)]
 
 
-def require_api_key(
+async def require_api_key(
     services: ServicesDep,
     x_api_key: Annotated[str | None, Header(alias="X-API-Key")] = None,
 ) -> None:
@@ -30,7 +34,7 @@ def require_api_key(
 ApiKeyDep = Depends(require_api_key)
 
 
-def user_id_header(
+async def user_id_header(
     x_user_id: Annotated[str | None, Header(alias="X-User-Id", max_length=128)] = None,
 ) -> str | None:
     return x_user_id or None

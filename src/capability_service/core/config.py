@@ -120,6 +120,8 @@ class Settings(BaseSettings):
     job_max_attempts: int = Field(3, ge=2, le=20)
     job_heartbeat_seconds: int = Field(15, ge=2, le=3600)
     cpu_executor: Literal["thread", "process"] = "thread"
+    # Niceness of the image-work threads, so the event loop wins a contended core (0 to 19).
+    cpu_nice: int = Field(10, ge=0, le=19)
     cpu_workers: int = Field(default_factory=lambda: os.cpu_count() or 2, ge=1, le=256)
 
     plugins_config: Path = Path("config/plugins.yaml")
