@@ -94,6 +94,9 @@ class Settings(BaseSettings):
 
     # Images
     max_image_pixels: int = Field(50_000_000, ge=1)
+    # Frames an animated image may declare, and seconds one decode-and-process may take.
+    max_image_frames: int = Field(300, ge=1, le=100_000)
+    image_decode_timeout_seconds: float = Field(120.0, gt=0, le=3600)
     max_upload_bytes: int = Field(50 * 1024 * 1024, ge=1024)
     # Largest job submission body: data: URIs make it big; larger batches should pass URLs instead.
     max_job_request_bytes: int = Field(200 * 1024 * 1024, ge=1024)

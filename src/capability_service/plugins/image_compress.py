@@ -38,5 +38,7 @@ class ImageCompressPlugin(BasePlugin):
             max_size=config.max_size,
             maintain_aspect=config.maintain_aspect,
             max_pixels=self.deps.settings.max_image_pixels,
+            max_frames=self.deps.settings.max_image_frames,
+            timeout_seconds=self.deps.settings.image_decode_timeout_seconds,
         )
         return await ctx.run_cpu(optimize, source, options)

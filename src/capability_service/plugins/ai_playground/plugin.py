@@ -43,14 +43,16 @@ class AiPlaygroundPlugin(BasePlugin):
         return None
 
     async def process(self, operation: str, config: BaseModel, source: bytes, ctx: ProcessContext) -> EncodedImage:
-        max_pixels = self.deps.settings.max_image_pixels
+        settings = self.deps.settings
         if isinstance(config, BatchOptimizationConfig):
             options = OptimizeOptions(
                 format=config.format,
                 quality=config.quality,
                 max_size=config.max_size,
                 maintain_aspect=config.maintain_aspect,
-                max_pixels=max_pixels,
+                max_pixels=settings.max_image_pixels,
+                max_frames=settings.max_image_frames,
+                timeout_seconds=settings.image_decode_timeout_seconds,
             )
             return await ctx.run_cpu(optimize, source, options)
         if isinstance(config, ImageEnhancementConfig):
@@ -60,7 +62,9 @@ class AiPlaygroundPlugin(BasePlugin):
                 denoise=config.denoise,
                 upscale=config.upscale,
                 format=config.format,
-                max_pixels=max_pixels,
+                max_pixels=settings.max_image_pixels,
+                max_frames=settings.max_image_frames,
+                timeout_seconds=settings.image_decode_timeout_seconds,
             )
             return await ctx.run_cpu(enhance, source, enhance_options)
         if isinstance(config, BackgroundReplacementConfig):
