@@ -59,7 +59,7 @@ class Services:
             await self.provider.close()
         await self.store.close()
         await self.storage.close()
-        self.cpu.shutdown()
+        await self.cpu.close()
 
 
 def build_services(settings: Settings) -> Services:

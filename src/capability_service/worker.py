@@ -46,7 +46,7 @@ async def serve_worker(settings: Settings, concurrency: int, stop: asyncio.Event
         if services.provider is not None:
             await services.provider.close()
         await services.storage.close()
-        services.cpu.shutdown()
+        await services.cpu.close()
 
 
 def run_worker(settings: Settings, concurrency: int | None = None) -> int:

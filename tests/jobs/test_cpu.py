@@ -53,3 +53,13 @@ async def test_image_work_runs_at_lower_priority_than_the_event_loop(kind: str) 
         assert _own_niceness() == base
     finally:
         executor.shutdown()
+
+
+async def test_closing_the_process_pool_stops_its_workers() -> None:
+    executor = CpuExecutor("process", 2)
+    await executor.run(os.getpid)
+    workers = [process.pid for process in executor._pool._processes.values()]  # type: ignore[attr-defined]
+    assert workers
+    await executor.close()
+    for pid in workers:
+        assert not os.path.exists(f"/proc/{pid}") or "zombie" in open(f"/proc/{pid}/status").read().lower()

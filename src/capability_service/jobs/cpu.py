@@ -57,5 +57,17 @@ class CpuExecutor:
         return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
 
     def shutdown(self) -> None:
-        # Steps already started finish in the background; nothing new starts.
+        """Start nothing new; steps already started finish in the background."""
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def close(self) -> None:
+        """Start nothing new and wait for the workers to exit.
+
+        Worker processes must be told to exit before this process ends: the server ends it by
+        re-raising SIGTERM, which skips the exit handlers that would otherwise stop them, and they
+        would live on as orphans.
+        """
+        if self.kind == "process":
+            await asyncio.to_thread(self._pool.shutdown, wait=True, cancel_futures=True)
+        else:
+            self.shutdown()
