@@ -22,9 +22,10 @@ import numpy as np
 import pyvips
 from PIL import Image as PILImage
 
+from capability_service.core.image_formats import IMAGE_FORMATS, detect_image_format
 from capability_service.imaging.types import DEFAULT_MAX_FRAMES, DEFAULT_MAX_PIXELS, ImageError
 
-ALLOWED_FORMATS = ("jpeg", "png", "webp", "gif", "tiff", "avif", "heic", "bmp")
+ALLOWED_FORMATS = IMAGE_FORMATS
 
 _LOADERS: dict[str, str] = {
     "jpeg": "jpegload_buffer",
@@ -43,7 +44,6 @@ _ALLOWED_LOADER_CLASSES = (
     "VipsForeignLoadTiff",
     "VipsForeignLoadHeif",
 )
-_HEIF_BRANDS = {b"avif", b"avis", b"heic", b"heix", b"hevc", b"hevx", b"mif1", b"msf1"}
 
 
 # glibc's mallopt parameters.
@@ -94,24 +94,10 @@ def sniff_format(data: bytes) -> str:
     """The image format decided from the magic bytes alone; raises `ImageError` if it is not allowed."""
     if not data:
         raise ImageError("the source is empty (0 bytes)")
-    head = data[:64]
-    if head.startswith(b"\xff\xd8\xff"):
-        return "jpeg"
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "png"
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "webp"
-    if head[:6] in (b"GIF87a", b"GIF89a"):
-        return "gif"
-    if head[:4] in (b"II*\x00", b"MM\x00*"):
-        return "tiff"
-    if head[:2] == b"BM" and len(head) >= 26:
-        return "bmp"
-    if head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS:
-        box_size = int.from_bytes(head[0:4], "big")
-        brands = data[8 : min(box_size, 256)]
-        return "avif" if b"avif" in brands or b"avis" in brands else "heic"
-    raise ImageError("not a supported image (allowed: JPEG, PNG, WebP, GIF, TIFF, AVIF/HEIC, BMP)")
+    fmt = detect_image_format(data)
+    if fmt is None:
+        raise ImageError("not a supported image (allowed: JPEG, PNG, WebP, GIF, TIFF, AVIF/HEIC, BMP)")
+    return fmt
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,29 +2,15 @@
 
 from __future__ import annotations
 
-# Enough bytes to tell every format below apart.
-MAGIC_BYTES = 16
+from capability_service.core.image_formats import HEADER_BYTES, detect_image_format
 
-_HEIF_BRANDS = {b"avif", b"avis", b"heic", b"heix", b"hevc", b"hevx", b"mif1", b"msf1"}
+# Enough bytes to tell every format apart.
+MAGIC_BYTES = HEADER_BYTES
 
 
 def image_kind(head: bytes) -> str | None:
     """The image format the first bytes announce (`"jpeg"`, `"png"`...), or None if not an image."""
-    if head.startswith(b"\xff\xd8\xff"):
-        return "jpeg"
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "png"
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "webp"
-    if head[:6] in (b"GIF87a", b"GIF89a"):
-        return "gif"
-    if head[:4] in (b"II*\x00", b"MM\x00*"):
-        return "tiff"
-    if head[:2] == b"BM" and len(head) >= 14:
-        return "bmp"
-    if head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS:
-        return "avif" if head[8:12] in (b"avif", b"avis") else "heic"
-    return None
+    return detect_image_format(head)
 
 
 def describe(head: bytes) -> str:
