@@ -14,6 +14,7 @@ from capability_service import __version__
 from capability_service.api.errors import install_error_handlers
 from capability_service.api.limits import BodySizeLimit
 from capability_service.api.v1 import ai, files, health, image
+from capability_service.core.allocator import tune_allocator
 from capability_service.core.config import Settings, load_settings
 from capability_service.core.logging import configure_logging
 from capability_service.core.security import ApiKeyChecker
@@ -105,6 +106,7 @@ def build_services(settings: Settings) -> Services:
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
+    tune_allocator()
     settings = settings or load_settings()
     configure_logging(settings.log_level)
     services = build_services(settings)

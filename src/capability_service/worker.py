@@ -12,6 +12,7 @@ import logging
 import signal
 import sys
 
+from capability_service.core.allocator import tune_allocator
 from capability_service.core.config import Settings
 from capability_service.core.logging import configure_logging
 from capability_service.jobs.distributed import RedisDispatcher
@@ -59,5 +60,6 @@ def run_worker(settings: Settings, concurrency: int | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    tune_allocator()
     asyncio.run(serve_worker(settings, concurrency or settings.worker_concurrency))
     return 0

@@ -21,6 +21,8 @@ from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Literal, ParamSpec, TypeVar
 
+from capability_service.core.allocator import tune_allocator
+
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -31,7 +33,9 @@ def _lower_thread_priority(nice: int) -> None:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
 
 
-def _lower_process_priority(nice: int) -> None:
+def _start_pool_process(nice: int) -> None:
+    # A pool process is a process start of its own, decoding the same large images as the service.
+    tune_allocator()
     if nice:
         os.nice(nice)
 
@@ -45,7 +49,7 @@ class CpuExecutor:
             # forkserver: children never inherit the parent's libvips threads or event loop.
             context = multiprocessing.get_context("forkserver")
             self._pool = ProcessPoolExecutor(
-                max_workers=workers, mp_context=context, initializer=_lower_process_priority, initargs=(nice,)
+                max_workers=workers, mp_context=context, initializer=_start_pool_process, initargs=(nice,)
             )
         else:
             self._pool = ThreadPoolExecutor(
