@@ -11,21 +11,15 @@ A `promptFeedback.blockReason` or a refusal `finishReason` becomes `ProviderRefu
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import binascii
 import json
-import random
-import time
-from typing import Any
+from typing import Any, Unpack
 
 import httpx
 from pydantic import SecretStr
 
 from capability_service.core.config import Settings
-from capability_service.imaging.decode import sniff_format
-from capability_service.imaging.fit_request import MIME_TYPES, RequestLimits, base64_size, fit_for_request
-from capability_service.imaging.types import ImageError
+from capability_service.imaging.fit_request import MIME_TYPES, RequestLimits, base64_size
 from capability_service.providers import aspect
 from capability_service.providers.base import (
     EditRequest,
@@ -37,12 +31,17 @@ from capability_service.providers.base import (
 from capability_service.providers.http import (
     RETRYABLE_STATUSES,
     Failure,
-    ModelClient,
-    RetryPolicy,
-    Sleep,
     brief,
     parse_duration,
     parse_retry_after,
+)
+from capability_service.providers.remote import (
+    ClientOptions,
+    RemoteModelProvider,
+    client_options,
+    decode_image,
+    note_input,
+    prompt_text,
 )
 
 # The ratios `imageConfig.aspectRatio` accepts.
@@ -77,9 +76,6 @@ BLOCK_REASONS: dict[str, str] = {
     "OTHER": "the prompt was blocked",
 }
 
-HEALTH_CACHE_SECONDS = 60.0
-HEALTH_TIMEOUT_SECONDS = 5.0
-
 
 def _get(mapping: dict[str, Any], camel: str, snake: str) -> Any:
     # The REST API answers in camelCase; some proxies pass the proto's snake_case through.
@@ -92,10 +88,12 @@ def model_path(model: str) -> str:
     return model if "/" in model else f"models/{model}"
 
 
-class GeminiProvider:
+class GeminiProvider(RemoteModelProvider):
     """An `ImageEditProvider` for Gemini image models (e.g. `models/gemini-2.5-flash-image`)."""
 
     name = "gemini"
+    vendor = "Gemini"
+    key_setting = "AI_API_KEY"
 
     def __init__(
         self,
@@ -104,37 +102,21 @@ class GeminiProvider:
         api_key: str,
         model: str = "models/gemini-2.5-flash-image",
         auth_scheme: str = "x-goog-api-key",
-        timeout: float = 120.0,
-        max_concurrency: int = 4,
-        policy: RetryPolicy | None = None,
-        max_pixels: int = 50_000_000,
-        sleep: Sleep = asyncio.sleep,
-        rng: random.Random | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
+        **options: Unpack[ClientOptions],
     ) -> None:
-        if not api_key:
-            raise ValueError("the Gemini provider needs an API key (AI_API_KEY)")
+        self.require_key(api_key)
         if auth_scheme not in ("x-goog-api-key", "bearer"):
             raise ValueError(f"unknown auth scheme {auth_scheme!r} (x-goog-api-key or bearer)")
         self.model = model_path(model)
-        self.url = f"{api_base.rstrip('/')}/{self.model}:generateContent"
-        self._model_url = f"{api_base.rstrip('/')}/{self.model}"
-        self._headers = (
-            {"x-goog-api-key": api_key} if auth_scheme == "x-goog-api-key" else {"Authorization": f"Bearer {api_key}"}
-        )
+        base = api_base.rstrip("/")
+        self.url = f"{base}/{self.model}:generateContent"
         self._bearer = auth_scheme == "bearer"
-        self._max_pixels = max_pixels
-        self._transport = transport
-        self._http = ModelClient(
-            timeout=timeout,
-            max_concurrency=max_concurrency,
-            policy=policy or RetryPolicy(),
-            secrets=(api_key,),
-            sleep=sleep,
-            rng=rng,
-            transport=transport,
+        super().__init__(
+            api_key=api_key,
+            headers={"Authorization": f"Bearer {api_key}"} if self._bearer else {"x-goog-api-key": api_key},
+            model_url=f"{base}/{self.model}",
+            **options,
         )
-        self._health: tuple[float, dict[str, Any]] | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> GeminiProvider:
@@ -146,44 +128,32 @@ class GeminiProvider:
             api_key=key.get_secret_value(),
             model=settings.ai_model,
             auth_scheme=settings.ai_auth_scheme,
-            timeout=settings.ai_timeout_seconds,
-            max_concurrency=settings.ai_max_concurrency,
-            policy=RetryPolicy(max_retries=settings.ai_max_retries),
-            max_pixels=settings.max_image_pixels,
+            **client_options(settings),
         )
-
-    @property
-    def max_concurrency(self) -> int:
-        return self._http.max_concurrency
 
     def __repr__(self) -> str:
         return f"GeminiProvider(model={self.model!r}, url={self.url!r})"
 
     async def edit(self, request: EditRequest) -> EditResult:
-        prompt = _prompt_text(request.prompt, request.negative_prompt)
+        prompt = prompt_text(request.prompt, request.negative_prompt)
         overhead = len(prompt.encode()) * 2 + 4096
         limits = RequestLimits(
             max_bytes=min(MAX_INLINE_IMAGE_BYTES, (MAX_REQUEST_BYTES - overhead) * 3 // 4),
             max_side=MAX_INPUT_SIDE,
             formats=INPUT_FORMATS,
         )
-        try:
-            fitted = await asyncio.to_thread(fit_for_request, request.image, limits, self._max_pixels)
-        except ImageError as exc:
-            raise ProviderError(f"the image cannot be sent to the model: {exc}") from None
+        fitted = await self.fit(request.image, limits)
         assert base64_size(len(fitted.data)) + overhead <= MAX_REQUEST_BYTES
         parts: list[dict[str, Any]] = [
             {"inlineData": {"mimeType": fitted.mime_type, "data": base64.b64encode(fitted.data).decode("ascii")}},
             {"text": prompt},
         ]
         result = await self._generate(parts, request.temperature, request.aspect_ratio, request.seed)
-        result.details["input_resized"] = fitted.changed
-        if fitted.changed:
-            result.details["input_sent"] = f"{fitted.width}x{fitted.height} {fitted.mime_type}"
+        note_input(result, fitted)
         return result
 
     async def generate(self, request: GenerateRequest) -> EditResult:
-        parts = [{"text": _prompt_text(request.prompt, request.negative_prompt)}]
+        parts = [{"text": prompt_text(request.prompt, request.negative_prompt)}]
         return await self._generate(parts, request.temperature, request.aspect_ratio, request.seed)
 
     async def _generate(
@@ -207,24 +177,6 @@ class GeminiProvider:
         if ratio is not None:
             result.details["aspect_ratio"] = ratio
         return result
-
-    def _inspect(self, response: httpx.Response) -> Failure | None:
-        if response.status_code < 400:
-            try:
-                payload = response.json()
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                # A cut-off body from a proxy or a dropped stream: worth another try.
-                return Failure(
-                    ProviderError(
-                        f"the Gemini model's answer is not valid JSON: {brief(response.text, 80)!r}",
-                        retryable=True,
-                        status=response.status_code,
-                    )
-                )
-            if not isinstance(payload, dict):
-                return Failure(ProviderError("the Gemini model's answer is not a JSON object"))
-            return None
-        return self._error(response)
 
     def _error(self, response: httpx.Response) -> Failure:
         status = response.status_code
@@ -299,14 +251,13 @@ class GeminiProvider:
             details["text"] = brief(" ".join(texts), 500)
         if images:
             mime, data = images[-1]
-            try:
-                image = base64.b64decode(data, validate=True)
-                actual = sniff_format(image)
-            except (binascii.Error, ValueError, ImageError):
+            decoded = decode_image(data)
+            if decoded is None:
                 raise ProviderError(
                     f"the Gemini model returned image data that is not a readable image (declared {mime or '?'})",
                     attempts=attempts,
-                ) from None
+                )
+            image, actual = decoded
             return EditResult(image=image, mime_type=MIME_TYPES.get(actual, mime), details=details)
         said = f'; it said: "{brief(" ".join(texts), 160)}"' if texts else ""
         for reason in reasons:
@@ -322,40 +273,8 @@ class GeminiProvider:
         reason_text = ", ".join(reasons) or "none given"
         raise ProviderError(f"the Gemini model returned no image (finish reason: {reason_text})", attempts=attempts)
 
-    async def health(self) -> dict[str, Any]:
-        """Whether the model answers a metadata request with our key; cached for a minute."""
-        now = time.monotonic()
-        if self._health is not None and now - self._health[0] < HEALTH_CACHE_SECONDS:
-            return self._health[1]
-        report: dict[str, Any] = {"provider": self.name, "model": self.model}
-        last = self._http.last_success
-        if last is not None and now - last < HEALTH_CACHE_SECONDS:
-            # A real answer a moment ago says more than a metadata probe would.
-            report.update(healthy=True, detail=f"answered {now - last:.0f} s ago")
-            return report
-        try:
-            async with httpx.AsyncClient(
-                timeout=HEALTH_TIMEOUT_SECONDS, transport=self._transport, follow_redirects=False
-            ) as client:
-                response = await client.get(self._model_url, headers=self._headers)
-        except httpx.HTTPError as exc:
-            report.update(healthy=False, detail=f"the Gemini API is unreachable: {type(exc).__name__}")
-        else:
-            if response.status_code == 200:
-                report.update(healthy=True, detail="reachable")
-            elif response.status_code in (404, 405) and self._bearer:
-                # Many proxies serve generateContent only; a missing metadata route says nothing bad.
-                report.update(healthy=True, detail="not checked: the proxy serves no model metadata")
-            else:
-                report.update(healthy=False, detail=str(self._error(response).error))
-        self._health = (now, report)
-        return report
-
-    async def close(self) -> None:
-        await self._http.aclose()
-
-
-def _prompt_text(prompt: str, negative: str) -> str:
-    # The API has no negative prompt; saying it in words is what Google's guides suggest.
-    negative = negative.strip()
-    return f"{prompt.strip()}\n\nAvoid: {negative}" if negative else prompt.strip()
+    def _probe_health(self, response: httpx.Response) -> tuple[bool, str]:
+        if response.status_code in (404, 405) and self._bearer:
+            # Many proxies serve generateContent only; a missing metadata route says nothing bad.
+            return True, "not checked: the proxy serves no model metadata"
+        return super()._probe_health(response)
