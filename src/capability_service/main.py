@@ -87,6 +87,7 @@ def build_services(settings: Settings) -> Services:
             max_images_in_flight=settings.max_images_in_flight,
             queue_size=settings.job_queue_size,
             shutdown_grace=settings.shutdown_grace_seconds,
+            max_held_source_bytes=settings.max_pending_source_bytes,
             housekeeping=memory_store.evict,
             housekeeping_interval=min(60.0, settings.job_result_ttl_seconds / 2),
         )

@@ -13,7 +13,7 @@ import httpx
 
 from capability_service.core.config import Settings
 from capability_service.main import create_app
-from tests.api.helpers import submit, wait_final
+from tests.api.helpers import data_uri, submit, wait_final
 from tests.conftest import AUTH, read_image
 from tests.support.servers import http_server, static_bytes
 
@@ -134,3 +134,36 @@ async def test_finished_jobs_are_forgotten_after_the_ttl_without_new_traffic(mak
     async with asyncio.timeout(10):
         while (await client.get("/api/v1/ai/job/short-lived/status", headers=AUTH)).status_code != 404:
             await asyncio.sleep(0.2)
+
+
+async def test_sources_held_by_unfinished_jobs_are_bounded(make_client: Callable[..., Any]) -> None:
+    client = await make_client(max_concurrent_jobs=1, max_pending_source_bytes=400_000)
+    photo = data_uri("rocket.jpg")  # ~150 KB of base64
+    with http_server({"/slow.jpg": static_bytes(JPEG, delay=1.0)}) as base:
+        running = await submit(client, job_id="slow", type="batch_optimization", source_image_urls=[f"{base}/slow.jpg"])
+        assert running.status_code == 202
+        first = await submit(client, job_id="big-1", type="batch_optimization", source_image_urls=[photo, photo])
+        assert first.status_code == 202
+        second = await submit(client, job_id="big-2", type="batch_optimization", source_image_urls=[photo, photo])
+        assert second.status_code == 503
+        assert "data: URIs" in second.json()["detail"]
+        assert (await wait_final(client, "big-1"))["status"] == "completed"
+        # Once the held sources are released, the same submission is taken.
+        again = await submit(client, job_id="big-2", type="batch_optimization", source_image_urls=[photo, photo])
+        assert again.status_code == 202
+        assert (await wait_final(client, "big-2"))["status"] == "completed"
+
+
+async def test_a_cancelled_queued_job_leaves_no_trace_for_a_later_job_with_its_id(
+    make_client: Callable[..., Any],
+) -> None:
+    client = await make_client(max_concurrent_jobs=1, job_result_ttl_seconds=1)
+    with http_server({"/slow.jpg": static_bytes(JPEG, delay=1.0)}) as base:
+        await submit(client, job_id="a", type="batch_optimization", source_image_urls=[f"{base}/slow.jpg"])
+        await submit(client, job_id="x", type="batch_optimization", source_image_urls=[data_uri("rocket.jpg")])
+        assert (await client.post("/api/v1/ai/job/x/cancel", headers=AUTH)).status_code == 200
+        async with asyncio.timeout(10):
+            while (await client.get("/api/v1/ai/job/x/status", headers=AUTH)).status_code != 404:
+                await asyncio.sleep(0.2)
+        await submit(client, job_id="x", type="batch_optimization", source_image_urls=[data_uri("rocket.jpg")])
+        assert (await wait_final(client, "x"))["status"] == "completed"

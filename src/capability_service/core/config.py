@@ -110,6 +110,9 @@ class Settings(BaseSettings):
     # separately by CPU_WORKERS, so more images in flight costs only their source bytes.
     max_images_in_flight: int = Field(8, ge=1, le=256)
     job_queue_size: int = Field(100, ge=1)
+    # Total size of the sources that unfinished jobs of this process hold (data: URIs are kept until
+    # the job ends); beyond it submit answers 503.
+    max_pending_source_bytes: int = Field(1 << 30, ge=1024)
     job_result_ttl_seconds: int = Field(3600, ge=1)
     job_store_max_jobs: int = Field(10_000, ge=1)
     shutdown_grace_seconds: float = Field(30.0, ge=0)

@@ -33,6 +33,7 @@ class LocalJobRunner:
         max_images_in_flight: int,
         queue_size: int,
         shutdown_grace: float,
+        max_held_source_bytes: int = 1 << 30,
         housekeeping: Callable[[], object] | None = None,
         housekeeping_interval: float = 60.0,
     ) -> None:
@@ -47,6 +48,9 @@ class LocalJobRunner:
         self._image_tasks: dict[str, set[asyncio.Task[None]]] = {}
         self._runs: set[asyncio.Task[None]] = set()
         self._cancel_reasons: dict[str, str] = {}
+        self.max_held_source_bytes = max_held_source_bytes
+        self._held: dict[str, int] = {}
+        self._held_bytes = 0
         self._accepting = False
         # Periodic clean-up (e.g. evicting expired jobs) so memory shrinks even when no job arrives.
         self._housekeeping = housekeeping
@@ -76,13 +80,27 @@ class LocalJobRunner:
 
     async def dispatch(self, job: Job) -> None:
         self.check_capacity()
+        # Pending jobs hold their sources (data: URIs can be megabytes) until they finish: bound the total.
+        size = sum(len(url) for url in job.source_image_urls)
+        if self._held_bytes and self._held_bytes + size > self.max_held_source_bytes:
+            raise Unavailable(
+                f"the service holds {self._held_bytes} bytes of sources of unfinished jobs, its limit is "
+                f"{self.max_held_source_bytes}; try again shortly or pass image URLs instead of data: URIs",
+                retry_after=QUEUE_FULL_RETRY_AFTER,
+            )
         self._queue.put_nowait(job.job_id)
+        self._held[job.job_id] = size
+        self._held_bytes += size
+
+    def _release(self, job_id: str) -> None:
+        self._held_bytes -= self._held.pop(job_id, 0)
 
     async def cancel(self, job_id: str, reason: str = "Cancelled") -> None:
         """Stop a job this process runs or holds; a job not started yet ends at once."""
-        self._cancel_reasons.setdefault(job_id, reason)
         tasks = self._image_tasks.get(job_id)
         if tasks is not None:
+            # Read by the job's own run when it closes, which also forgets it.
+            self._cancel_reasons.setdefault(job_id, reason)
             for task in tasks:
                 task.cancel()
             return
@@ -111,6 +129,9 @@ class LocalJobRunner:
         except Exception:
             log.exception("job %s stopped on an unexpected error", job_id)
             await self.store.finish(job_id, JobStatus.failed, "Failed: internal error while running the job")
+        finally:
+            self._cancel_reasons.pop(job_id, None)
+            self._release(job_id)
 
     async def _run_job(self, job_id: str) -> None:
         job = await self.store.get(job_id)
@@ -166,6 +187,7 @@ class LocalJobRunner:
         while not self._queue.empty():
             job_id = self._queue.get_nowait()
             self._queue.task_done()
+            self._release(job_id)
             job = await self.store.get(job_id)
             if job is not None and not job.status.is_final:
                 await self.store.finish(job_id, JobStatus.cancelled, f"{shutdown_reason} before the job started")
