@@ -9,6 +9,7 @@ image cheaper than the first. The same `count` always gives the same files.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import partial
@@ -79,6 +80,23 @@ def write_corpus(directory: Path, count: int = 20, source: Path = SOURCE_PHOTO) 
 def list_photos(directory: Path) -> list[Path]:
     """The photos of a corpus directory (JPEG, PNG, WebP), in name order."""
     return sorted(p for p in directory.iterdir() if p.is_file() and p.suffix.lower() in PHOTO_SUFFIXES)
+
+
+def prepare_corpus(scratch: Path, count: int, corpus: Path | None = None) -> tuple[Path, list[Path]]:
+    """A directory of `count` photos and their paths: the first ones of `corpus`, or new ones under `scratch`.
+
+    Raises `ValueError` when `corpus` holds fewer than `count` photos.
+    """
+    if corpus is not None:
+        photos = list_photos(corpus)[:count]
+        if len(photos) < count:
+            raise ValueError(f"--corpus {corpus} holds {len(photos)} photos; {count} needed")
+        return corpus, photos
+    directory = scratch / "corpus"
+    started = time.perf_counter()
+    photos = write_corpus(directory, count)
+    print(f"corpus: {count} photos written in {time.perf_counter() - started:.1f} s")
+    return directory, photos
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):

@@ -36,10 +36,12 @@ from typing import Any, Literal
 
 import pyvips
 
-try:
-    from benchmarks._corpus import REPO_ROOT, list_photos, write_corpus
-except ModuleNotFoundError:  # run as a script: its own folder is on sys.path, the repository root is not
-    from _corpus import REPO_ROOT, list_photos, write_corpus  # type: ignore[import-not-found, no-redef]
+if not __package__:  # run as a script: its own folder is on sys.path, the repository root is not
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks._corpus import REPO_ROOT, list_photos, prepare_corpus
+from benchmarks._service import cpu_seconds, status_kib
+from capability_service.core.allocator import tune_allocator
 from capability_service.imaging.enhance import enhance
 from capability_service.imaging.optimize import optimize
 from capability_service.imaging.types import EncodedImage, EnhanceOptions, OptimizeOptions
@@ -61,25 +63,6 @@ class SetUp:
     workers: int
 
 
-def _page_kib(pid: int, field: str) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def _cpu_seconds(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    # utime and stime are fields 14 and 15 of /proc/PID/stat; index 11 and 12 after the command name.
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _worker_pids(executor: CpuExecutor) -> list[int]:
     # The pool's own table of worker processes: the only handle on them, as forkserver makes them
     # children of the fork server rather than of this process.
@@ -89,7 +72,7 @@ def _worker_pids(executor: CpuExecutor) -> list[int]:
 
 async def _run_setup(kind: Kind, workers: int, paths: list[Path], ops: list[str], in_flight: int) -> dict[str, Any]:
     photos = [path.read_bytes() for path in paths]
-    rss_loaded = _page_kib(os.getpid(), "VmRSS")
+    rss_loaded = status_kib(os.getpid(), "VmRSS")
     started = time.perf_counter()
     executor = CpuExecutor(kind, workers)
     # Start every worker (a process pool spawns and imports lazily) before anything is timed.
@@ -109,15 +92,15 @@ async def _run_setup(kind: Kind, workers: int, paths: list[Path], ops: list[str]
         for op in ops:
             fn, options = OPERATIONS[op]
             pids = [os.getpid(), *_worker_pids(executor)]
-            cpu_before = sum(_cpu_seconds(pid) for pid in pids)
+            cpu_before = sum(cpu_seconds(pid) for pid in pids)
             t0 = time.perf_counter()
             sizes = await asyncio.gather(*(one(fn, data, options) for data in photos))
             wall = time.perf_counter() - t0
-            cpu = sum(_cpu_seconds(pid) for pid in pids) - cpu_before
+            cpu = sum(cpu_seconds(pid) for pid in pids) - cpu_before
             if not all(sizes):
                 raise RuntimeError(f"{op}: an image gave an empty result")
             results["ops"][op] = {"wall_s": wall, "cpu_s": cpu, "out_bytes": sum(sizes)}
-        results["worker_hwm_kib"] = [_page_kib(pid, "VmHWM") for pid in _worker_pids(executor)]
+        results["worker_hwm_kib"] = [status_kib(pid, "VmHWM") for pid in _worker_pids(executor)]
     finally:
         executor.shutdown()
     results["parent_peak_rss_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -126,6 +109,8 @@ async def _run_setup(kind: Kind, workers: int, paths: list[Path], ops: list[str]
 
 
 def _child_main(args: argparse.Namespace) -> int:
+    # The allocator set-up of a service process (`create_app`), so memory figures match the service's.
+    tune_allocator()
     paths = list_photos(Path(args.corpus))[: args.images]
     result = asyncio.run(_run_setup(args.kind, args.workers, paths, args.ops.split(","), args.in_flight))
     print(json.dumps(result))
@@ -243,16 +228,10 @@ def main(argv: list[str] | None = None) -> int:
         SetUp(f"process x{args.workers}", "process", args.workers),
     ]
     with tempfile.TemporaryDirectory(prefix="bench-executor-") as scratch:
-        if args.corpus:
-            corpus = args.corpus
-            available = len(list_photos(corpus))
-            if available < args.images:
-                parser.error(f"--corpus {corpus} holds {available} photos; {args.images} needed")
-        else:
-            corpus = Path(scratch) / "corpus"
-            t0 = time.perf_counter()
-            write_corpus(corpus, args.images)
-            print(f"corpus: {args.images} photos written in {time.perf_counter() - t0:.1f} s")
+        try:
+            corpus, _photos = prepare_corpus(Path(scratch), args.images, args.corpus)
+        except ValueError as exc:
+            parser.error(str(exc))
         print(f"cores: {os.cpu_count()}, VIPS_CONCURRENCY={os.environ.get('VIPS_CONCURRENCY', '(libvips default)')}")
         runs: dict[str, list[dict[str, Any]]] = {setup.label: [] for setup in setups}
         # Rounds interleave the set-ups, so a burst of other load on the machine hits all of them

@@ -17,13 +17,10 @@ RSS (VmHWM). The default corpus is built from tests/data, so a fresh clone can r
 from __future__ import annotations
 
 import argparse
-import contextlib
 import io
 import os
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,14 +30,13 @@ from typing import Any
 import httpx
 from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 
-try:
-    from benchmarks._corpus import list_photos, serve_directory, write_corpus
-except ModuleNotFoundError:  # run as a script: its own folder is on sys.path, the repository root is not
-    from _corpus import list_photos, serve_directory, write_corpus  # type: ignore[import-not-found, no-redef]
+if not __package__:  # run as a script: its own folder is on sys.path, the repository root is not
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-REPO = Path(__file__).resolve().parent.parent
+from benchmarks._corpus import REPO_ROOT, list_photos, serve_directory, write_corpus
+from benchmarks._service import AUTH, cpu_seconds, run_job, running_service, status_kib
+
 SMALL_PHOTOS = ("grace_hopper.jpg", "rocket.jpg", "chelsea.png", "Minduka_Present_Blue_Pack.png")
-API_KEY = "bench-key-0123456789"
 JOBS: dict[str, dict[str, Any]] = {
     "optimize": {"type": "batch_optimization", "config": {"quality": "standard", "format": "webp", "maxSize": 1920}},
     "enhance": {
@@ -53,7 +49,7 @@ JOBS: dict[str, dict[str, Any]] = {
 def build_corpus(directory: Path, big: int) -> list[Path]:
     paths: list[Path] = list(write_corpus(directory, big))
     for name in SMALL_PHOTOS:
-        shutil.copy(REPO / "tests" / "data" / name, directory / name)
+        shutil.copy(REPO_ROOT / "tests" / "data" / name, directory / name)
         paths.append(directory / name)
     return paths
 
@@ -90,80 +86,22 @@ def run_naive(op: str, photos: list[bytes]) -> dict[str, Any]:
     return {"wall": wall, "cpu": cpu, "bytes": total, "times": times, "ok": len(photos)}
 
 
-def _vm_hwm_kib(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process and its reaped children so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = sum(int(value) for value in fields[11:15])
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
-def peak_rss_mib(pid: int) -> tuple[float, float]:
+def service_peak_rss_mib(pid: int) -> tuple[float, float]:
     """VmHWM of the service process, and the sum over its worker processes (if any)."""
     children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     workers = [int(child) for child in children]
     for child in list(workers):
         workers += [int(g) for g in Path(f"/proc/{child}/task/{child}/children").read_text().split()]
-    return _vm_hwm_kib(pid) / 1024, sum(_vm_hwm_kib(worker) for worker in workers) / 1024
+    return status_kib(pid, "VmHWM") / 1024, sum(status_kib(worker, "VmHWM") for worker in workers) / 1024
 
 
-def start_service(workdir: Path, overrides: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {
-        **os.environ,
-        "API_KEYS": API_KEY,
-        "LOCAL_STORAGE_DIR": str(workdir / "results"),
-        "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
-        "SOURCE_ALLOW_PRIVATE_NETWORKS": "true",
-        "PLUGINS_CONFIG": str(workdir / "none.yaml"),
-        "LOG_LEVEL": "WARNING",
-        **overrides,
-    }
-    command = [sys.executable, "-m", "capability_service.cli", "serve", "--port", str(port), "--log-level", "warning"]
-    # Its own session, so helpers it forks (CPU_EXECUTOR=process) can be stopped with it.
-    process = subprocess.Popen(command, env=env, cwd=workdir, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/api/v1/health", timeout=2).status_code == 200:
-                return process, base
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    process.kill()
-    raise RuntimeError("the service did not start within 60 s")
-
-
-def run_job(client: httpx.Client, job_id: str, op: str, urls: list[str], timeout: float, pid: int) -> dict[str, Any]:
+def measure_job(
+    client: httpx.Client, job_id: str, op: str, urls: list[str], timeout: float, pid: int
+) -> dict[str, Any]:
     body = {"job_id": job_id, "user_id": "bench", **JOBS[op], "source_image_urls": urls}
-    started, cpu_started = time.perf_counter(), cpu_seconds(pid)
-    response = client.post("/api/v1/ai/job", json=body)
-    response.raise_for_status()
-    deadline = time.monotonic() + timeout
-    while True:
-        status = client.get(f"/api/v1/ai/job/{job_id}/status").json()
-        if status["status"] in ("completed", "failed", "cancelled"):
-            break
-        if time.monotonic() > deadline:
-            client.post(f"/api/v1/ai/job/{job_id}/cancel")
-            raise RuntimeError(f"job {job_id} did not finish within {timeout:.0f} s")
-        time.sleep(0.05)
-    wall = time.perf_counter() - started
-    cpu = cpu_seconds(pid) - cpu_started
-    result = client.get(f"/api/v1/ai/job/{job_id}").json()
+    cpu_started = cpu_seconds(pid, reaped_children=True)
+    result, wall = run_job(client, body, timeout)
+    cpu = cpu_seconds(pid, reaped_children=True) - cpu_started
     images = result["metadata"]["images"]
     done = [image for image in images if image.get("status") == "succeeded"]
     for error in result.get("errors", []):
@@ -208,29 +146,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"corpus: {len(paths)} photos ({big} of >= 8 MP), {sum(map(len, photos)) / 2**20:.1f} MiB")
         print(f"service settings: {overrides or 'defaults'}; cpus: {os.cpu_count()}")
         print(f"load average before: {os.getloadavg()[0]:.2f}")
-        process, base = start_service(workdir, overrides)
         results: dict[str, dict[str, dict[str, Any]]] = {}
-        try:
-            with (
-                serve_directory(corpus) as images,
-                httpx.Client(base_url=base, headers={"X-API-Key": API_KEY}, timeout=60) as client,
-            ):
-                urls = [f"{images}/{path.name}" for path in paths]
-                for op in ops:
-                    run_job(client, f"warm-{op}", op, urls[-1:], args.timeout, process.pid)
-                    # Alternate the two sides so a change in machine load hits both alike.
-                    services, naives = [], []
-                    for round_ in range(args.rounds):
-                        services.append(run_job(client, f"bench-{op}-{round_}", op, urls, args.timeout, process.pid))
-                        naives.append(run_naive(op, photos))
-                    service = min(services, key=lambda run: run["wall"])
-                    service["rss"] = peak_rss_mib(process.pid)
-                    results[op] = {"service": service, "naive": min(naives, key=lambda run: run["wall"])}
-        finally:
-            process.terminate()
-            process.wait(timeout=30)
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
+        # Its own process group, so helpers it forks (CPU_EXECUTOR=process) are stopped with it.
+        with (
+            running_service(workdir, overrides, own_session=True) as service,
+            serve_directory(corpus) as images,
+            httpx.Client(base_url=service.url, headers=AUTH, timeout=60) as client,
+        ):
+            urls = [f"{images}/{path.name}" for path in paths]
+            for op in ops:
+                measure_job(client, f"warm-{op}", op, urls[-1:], args.timeout, service.pid)
+                # Alternate the two sides so a change in machine load hits both alike.
+                services, naives = [], []
+                for round_ in range(args.rounds):
+                    services.append(measure_job(client, f"bench-{op}-{round_}", op, urls, args.timeout, service.pid))
+                    naives.append(run_naive(op, photos))
+                best = min(services, key=lambda run: run["wall"])
+                best["rss"] = service_peak_rss_mib(service.pid)
+                results[op] = {"service": best, "naive": min(naives, key=lambda run: run["wall"])}
 
     print(f"load average after: {os.getloadavg()[0]:.2f}")
     print()

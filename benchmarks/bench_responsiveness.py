@@ -40,7 +40,6 @@ import multiprocessing
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -57,10 +56,11 @@ from typing import Any
 import httpx
 import pyvips
 
-try:
-    from benchmarks._corpus import SOURCE_PHOTO, list_photos, serve_directory, write_corpus
-except ModuleNotFoundError:  # run as a script: its own folder is on sys.path, the repository root is not
-    from _corpus import SOURCE_PHOTO, list_photos, serve_directory, write_corpus  # type: ignore[import-not-found, no-redef]
+if not __package__:  # run as a script: its own folder is on sys.path, the repository root is not
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks._corpus import SOURCE_PHOTO, prepare_corpus, serve_directory
+from benchmarks._service import running_service, serve_command
 
 API_KEY = "bench-responsiveness-key"
 TARGET_MS = 50.0
@@ -153,8 +153,8 @@ if os.environ.get("BENCH_CPU_NICE"):
 
     plain_init = cpu.CpuExecutor.__init__
 
-    def niced_init(self, kind, workers):
-        plain_init(self, kind, workers)
+    def niced_init(self, kind, workers, *args, **kwargs):
+        plain_init(self, kind, workers, *args, **kwargs)
         self._pool.shutdown(wait=False)
         if kind == "process":
             context = multiprocessing.get_context("forkserver")
@@ -334,21 +334,6 @@ def thread_usage(
 # ---------------------------------------------------------------- the server
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def service_command() -> list[str]:
-    script = Path(sys.executable).with_name("capability-service")
-    if script.exists():
-        return [str(script)]
-    found = shutil.which("capability-service")
-    return [found] if found else [sys.executable, "-m", "capability_service.cli"]
-
-
 @dataclass
 class Server:
     base_url: str
@@ -357,72 +342,44 @@ class Server:
     probe_path: Path | None
 
 
+def _launcher_command(port: int) -> list[str]:
+    return [sys.executable, "-c", PROBE_LAUNCHER, "127.0.0.1", str(port)]
+
+
 @contextmanager
 def run_server(scratch: Path, overrides: dict[str, str], probe: bool, debug: bool = False) -> Iterator[Server]:
     """A `capability-service serve` process with explicit settings; stopped (SIGINT) on exit."""
-    port = free_port()
-    workdir = scratch / f"server-{port}"
-    workdir.mkdir()
-    env = dict(os.environ)
-    env.update(
-        {
-            "ENVIRONMENT": "development",
-            "LOG_LEVEL": "WARNING",
-            "API_KEYS": API_KEY,
-            "STORAGE_BACKEND": "local",
-            "LOCAL_STORAGE_DIR": str(workdir / "results"),
-            "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
-            "SOURCE_ALLOW_PRIVATE_NETWORKS": "true",
-            "PLUGINS_CONFIG": str(workdir / "no-plugins.yaml"),
-            "JOB_BACKEND": "memory",
-            "MAX_IMAGES_PER_JOB": "100",
-            "MAX_CONCURRENT_JOBS": "2",
-            "MAX_IMAGES_IN_FLIGHT": "4",
-            "JOB_QUEUE_SIZE": "1000",
-            "SHUTDOWN_GRACE_SECONDS": "5",
-            "CPU_EXECUTOR": "thread",
-            "CPU_WORKERS": str(os.cpu_count() or 2),
-        }
-    )
-    env.pop("AI_API_KEY", None)
-    env.pop("VIPS_CONCURRENCY", None)
-    env.update(overrides)
+    workdir = Path(tempfile.mkdtemp(prefix="server-", dir=scratch))
+    settings = {
+        "ENVIRONMENT": "development",
+        "STORAGE_BACKEND": "local",
+        "JOB_BACKEND": "memory",
+        "MAX_IMAGES_PER_JOB": "100",
+        "MAX_CONCURRENT_JOBS": "2",
+        "MAX_IMAGES_IN_FLIGHT": "4",
+        "JOB_QUEUE_SIZE": "1000",
+        "SHUTDOWN_GRACE_SECONDS": "5",
+        "CPU_EXECUTOR": "thread",
+        "CPU_WORKERS": str(os.cpu_count() or 2),
+        **overrides,
+    }
     probe_path: Path | None = None
     if probe:
         probe_path = workdir / "probe.json"
-        env["BENCH_PROBE_OUT"] = str(probe_path)
-        env["BENCH_ASYNCIO_DEBUG"] = "1" if debug else "0"
-    if probe or env.get(ASYNC_DEPS_KEY) == "1" or env.get(NICE_KEY):
-        command = [sys.executable, "-c", PROBE_LAUNCHER, "127.0.0.1", str(port)]
-    else:
-        command = [*service_command(), "serve", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+        settings["BENCH_PROBE_OUT"] = str(probe_path)
+        settings["BENCH_ASYNCIO_DEBUG"] = "1" if debug else "0"
+    launcher = probe or settings.get(ASYNC_DEPS_KEY) == "1" or bool(settings.get(NICE_KEY))
     log_path = workdir / "server.log"
-    with log_path.open("wb") as log:
-        # The working directory is empty, so no stray `.env` changes the settings above.
-        process = subprocess.Popen(command, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT)
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"the service exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{base_url}/api/v1/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the service did not answer within 60 s:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.1)
-        yield Server(base_url, process.pid, log_path, probe_path)
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+    with running_service(
+        workdir,
+        settings,
+        api_key=API_KEY,
+        unset=("AI_API_KEY", "VIPS_CONCURRENCY"),
+        command=_launcher_command if launcher else serve_command,
+        log_path=log_path,
+        stop_signal=signal.SIGINT,
+    ) as service:
+        yield Server(service.url, service.pid, log_path, probe_path)
 
 
 def _serve_photos(directory: str, announce: Any) -> None:
@@ -991,16 +948,10 @@ def main(argv: list[str] | None = None) -> int:
     failures = 0
     with tempfile.TemporaryDirectory(prefix="bench-responsiveness-") as scratch_name:
         scratch = Path(scratch_name)
-        if args.corpus:
-            photos = list_photos(args.corpus)[: args.images]
-            if len(photos) < args.images:
-                parser.error(f"--corpus {args.corpus} holds {len(photos)} photos; {args.images} needed")
-            corpus = args.corpus
-        else:
-            corpus = scratch / "corpus"
-            t0 = time.perf_counter()
-            photos = write_corpus(corpus, args.images)
-            print(f"corpus: {len(photos)} photos written in {time.perf_counter() - t0:.1f} s")
+        try:
+            corpus, photos = prepare_corpus(scratch, args.images, args.corpus)
+        except ValueError as exc:
+            parser.error(str(exc))
         print(f"cores: {os.cpu_count()}, load average at start: {os.getloadavg()[0]:.2f}")
         with photo_server(corpus) as photo_base:
             raise_client_priority(args.client_priority)

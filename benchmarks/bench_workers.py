@@ -20,104 +20,31 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from _corpus import REPO_ROOT, list_photos, serve_directory, write_corpus
+if not __package__:  # run as a script: its own folder is on sys.path, the repository root is not
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.support.servers import redis_server
+
+from benchmarks._corpus import REPO_ROOT, list_photos, serve_directory, write_corpus
+from benchmarks._service import API_KEY, AUTH, running_service, running_workers
 from capability_service.core.config import Settings
 from capability_service.jobs import keys
 from capability_service.jobs.distributed import RedisDispatcher
 from capability_service.jobs.redis_store import RedisJobStore
 from capability_service.main import build_services
 
-API_KEY = "bench-key-0123456789"
-AUTH = {"X-API-Key": API_KEY}
 SMALL_PHOTO = REPO_ROOT / "tests" / "data" / "rocket.jpg"
 ROUND_TIMEOUT = 600.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def wait_for_port(port: int, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
-
-
-@contextmanager
-def redis_server() -> Iterator[str]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise SystemExit("redis-server is not installed (Debian package `redis-server`)")
-    port = free_port()
-    workdir = tempfile.mkdtemp(prefix="bench-redis-")
-    command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-    process = subprocess.Popen([*command, "--dir", workdir], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for_port(port)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-        shutil.rmtree(workdir, ignore_errors=True)
-
-
-def service_env(work: Path, **extra: str) -> dict[str, str]:
-    return {
-        **os.environ,
-        "API_KEYS": API_KEY,
-        "LOCAL_STORAGE_DIR": str(work / "results"),
-        "SOURCE_ALLOW_PRIVATE_NETWORKS": "true",
-        "PLUGINS_CONFIG": str(work / "none.yaml"),
-        "LOG_LEVEL": "WARNING",
-        **extra,
-    }
-
-
-@contextmanager
-def processes(commands: list[tuple[list[str], dict[str, str]]]) -> Iterator[list[subprocess.Popen[bytes]]]:
-    started = [
-        subprocess.Popen(
-            [sys.executable, "-m", "capability_service.cli", *args],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for args, env in commands
-    ]
-    try:
-        yield started
-    finally:
-        for process in started:
-            process.terminate()
-        for process in started:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
 
 
 async def throughput(redis_url: str, work: Path, sources: list[str], workers: int) -> float:
@@ -136,9 +63,9 @@ async def throughput(redis_url: str, work: Path, sources: list[str], workers: in
     assert isinstance(store, RedisJobStore) and isinstance(dispatcher, RedisDispatcher)
     await store.redis.flushdb()
     await services.start()
-    env = service_env(work, JOB_BACKEND="redis", REDIS_URL=redis_url, CPU_WORKERS="1", VIPS_CONCURRENCY="1")
+    single_core = {"REDIS_URL": redis_url, "CPU_WORKERS": "1", "VIPS_CONCURRENCY": "1"}
     try:
-        with processes([(["worker", "--concurrency", "1"], env)] * workers):
+        with running_workers(work, workers, single_core):
             deadline = time.monotonic() + 120
             while len((await dispatcher.queue.info())["workers"]) < workers:
                 if time.monotonic() > deadline:
@@ -174,11 +101,6 @@ async def latencies(base: str, source: str, jobs: int) -> list[float]:
     """Seconds from submit to the final SSE event, one job at a time."""
     results = []
     async with httpx.AsyncClient(base_url=base, timeout=60) as client:
-        deadline = time.monotonic() + 60
-        while (await client.get("/api/v1/health")).status_code != 200:
-            if time.monotonic() > deadline:
-                raise SystemExit("the service did not become healthy")
-            await asyncio.sleep(0.1)
         body: dict[str, Any] = {"type": "batch_optimization", "config": {"format": "webp", "maxSize": 320}}
         body["source_image_urls"] = [source]
         for number in range(jobs + 2):
@@ -200,17 +122,12 @@ async def latencies(base: str, source: str, jobs: int) -> list[float]:
 
 
 async def latency_of(mode: str, redis_url: str, work: Path, source: str, jobs: int) -> list[float]:
-    port = free_port()
-    extra = {"PUBLIC_BASE_URL": f"http://127.0.0.1:{port}"}
-    if mode == "redis":
-        extra |= {"JOB_BACKEND": "redis", "REDIS_URL": redis_url}
-    env = service_env(work, **extra)
-    commands = [(["serve", "--port", str(port), "--log-level", "warning"], env)]
-    if mode == "redis":
-        commands.append((["worker", "--concurrency", "1"], env))
-    with processes(commands):
-        wait_for_port(port)
-        return await latencies(f"http://127.0.0.1:{port}", source, jobs)
+    redis = {"JOB_BACKEND": "redis", "REDIS_URL": redis_url}
+    with (
+        running_service(work, redis if mode == "redis" else {}, log_path=work / f"serve-{mode}.log") as service,
+        running_workers(work, 1 if mode == "redis" else 0, redis),
+    ):
+        return await latencies(service.url, source, jobs)
 
 
 def main() -> None:
