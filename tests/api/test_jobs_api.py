@@ -357,3 +357,43 @@ async def test_oversize_submission_is_413_before_it_is_read(make_client: Callabl
         "/api/v1/ai/job", content=chunked(), headers={**AUTH, "Content-Type": "application/json"}
     )
     assert streamed.status_code == 413
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"type":"batch_optimization","config":{"x":"\\ud800"},"source_image_urls":["data:,"]}',
+        b'{"type":"batch_optimization","source_image_urls":["https://cdn.example/\\udfff.jpg"]}',
+        b'{"job_id":"ok","user_id":"\\ud83d","type":"batch_optimization","source_image_urls":["data:,"]}',
+    ],
+)
+async def test_lone_surrogates_are_400_not_a_later_500(client: httpx.AsyncClient, body: bytes) -> None:
+    response = await client.post("/api/v1/ai/job", content=body, headers={**AUTH, "Content-Type": "application/json"})
+    assert response.status_code == 400
+    assert "unicode" in response.json()["detail"].lower()
+
+
+async def test_json_syntax_errors_name_the_body(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/api/v1/ai/job", content=b"{bad", headers={**AUTH, "Content-Type": "application/json"}
+    )
+    assert response.status_code == 400
+    assert response.json()["errors"][0]["field"] == "body"
+
+
+async def test_the_result_echoes_the_validated_config(client: httpx.AsyncClient) -> None:
+    config = {"maxSize": 300, "somethingElse": "x" * 1000}
+    await submit(client, job_id="echo", type="batch_optimization", config=config, source_image_urls=["data:,x"])
+    result = await wait_final(client, "echo")
+    assert result["metadata"]["config"] == {
+        "quality": "standard",
+        "format": "webp",
+        "maxSize": 300,
+        "maintainAspect": True,
+    }
+    # The same meaning spelt another way is the same job, not a conflict.
+    again = await submit(
+        client, job_id="echo", type="batch_optimization", config={"max_size": 300}, source_image_urls=["data:,x"]
+    )
+    assert again.status_code == 202
+    assert again.json()["data"]["created"] is False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -14,26 +15,26 @@ from capability_service.jobs.store import JobStoreUnavailable
 log = logging.getLogger(__name__)
 
 
-def _location(loc: tuple[int | str, ...]) -> str:
+def _location(error: dict[str, Any]) -> str:
+    if error.get("type") == "json_invalid":
+        # FastAPI puts the character offset of a JSON syntax error where the field goes.
+        return "body"
     # Drop FastAPI's "body"/"query" prefix: callers know their own field names.
-    parts = [str(part) for part in loc if part not in ("body", "query", "header", "path")]
+    parts = [str(part) for part in error.get("loc", ()) if part not in ("body", "query", "header", "path")]
     return ".".join(parts) or "request"
 
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [
-            {"field": _location(tuple(error.get("loc", ()))), "message": error.get("msg", "invalid")}
-            for error in exc.errors()
-        ]
+        errors = [{"field": _location(error), "message": error.get("msg", "invalid")} for error in exc.errors()]
         detail = "; ".join(f"{error['field']}: {error['message']}" for error in errors)
         return JSONResponse({"detail": detail, "errors": errors}, status_code=400)
 
     @app.exception_handler(InvalidSubmission)
     async def invalid_submission(request: Request, exc: InvalidSubmission) -> JSONResponse:
         return JSONResponse(
-            {"detail": str(exc), "errors": [{"field": exc.field, "message": str(exc)}]}, status_code=400
+            {"detail": str(exc), "errors": [{"field": exc.field, "message": exc.reason}]}, status_code=400
         )
 
     @app.exception_handler(JobNotFound)

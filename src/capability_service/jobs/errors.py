@@ -13,6 +13,7 @@ class InvalidSubmission(JobError):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
+        self.reason = message
 
 
 class JobNotFound(JobError):

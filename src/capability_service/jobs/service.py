@@ -96,7 +96,9 @@ class JobService:
             user_id=user_id,
             job_type=job_type,
             plugin=plugin_name,
-            config=config,
+            # The validated config: unknown fields are dropped and defaults filled in, so what the result
+            # echoes is what ran, and two submissions meaning the same thing share a fingerprint.
+            config=parsed.model_dump(mode="json", by_alias=True),
             sources=sources,
         )
         existing = await self.store.get(job.job_id)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Path
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from capability_service.api.deps import ApiKeyDep, ServicesDep, UserIdDep
@@ -36,6 +36,18 @@ class JobSubmission(BaseModel):
     type: str = Field(min_length=1, max_length=64)
     config: dict[str, Any] = Field(default_factory=dict)
     source_image_urls: list[Annotated[str, Field(min_length=1)]]
+
+    @model_validator(mode="after")
+    def _text_is_valid_unicode(self) -> JobSubmission:
+        # JSON can carry lone surrogate escapes ("\ud800") that no encoder accepts later: refuse them here
+        # rather than fail when the job is stored, echoed or sent to a remote model.
+        texts = [self.job_id or "", self.user_id or "", self.type, json.dumps(self.config, ensure_ascii=False)]
+        for text in texts + self.source_image_urls:
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError("the request holds text that is not valid Unicode (a lone surrogate escape)") from None
+        return self
 
 
 @router.post("/ai/job", status_code=202)
