@@ -49,11 +49,17 @@ class RoutedHandler(BaseHTTPRequestHandler):
         route(self)
 
 
+class QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: object, client_address: object) -> None:
+        # Clients that hang up mid-answer (a cancelled download) are expected in these tests.
+        return
+
+
 @contextmanager
 def http_server(routes: dict[str, Route]) -> Iterator[str]:
     """A threaded HTTP server on 127.0.0.1 answering `routes`; yields its base URL."""
     handler = type("Handler", (RoutedHandler,), {"routes": routes})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server = QuietServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
