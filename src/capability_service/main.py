@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from capability_service import __version__
+from capability_service.api.auth import ApiKeyGate
 from capability_service.api.errors import install_error_handlers
 from capability_service.api.limits import BodySizeLimit
 from capability_service.api.v1 import ai, files, health, image

@@ -397,3 +397,28 @@ async def test_the_result_echoes_the_validated_config(client: httpx.AsyncClient)
     )
     assert again.status_code == 202
     assert again.json()["data"]["created"] is False
+
+
+async def test_bodies_of_requests_without_a_key_are_never_read(client: httpx.AsyncClient) -> None:
+    read = 0
+
+    async def body() -> Any:
+        nonlocal read
+        for _ in range(100):
+            read += 1
+            yield b"x" * 65536
+
+    response = await client.post(
+        "/api/v1/image/compress", content=body(), headers={"Content-Type": "multipart/form-data"}
+    )
+    assert response.status_code == 401
+    assert read <= 1
+    bad_json = await client.post("/api/v1/ai/job", content=b"{bad", headers={"Content-Type": "application/json"})
+    assert bad_json.status_code == 401
+
+
+async def test_errors_carry_cors_headers(make_client: Callable[..., Any]) -> None:
+    client = await make_client(cors_origins=["https://seller.example"])
+    response = await client.get("/api/v1/ai/job/x/status", headers={"Origin": "https://seller.example"})
+    assert response.status_code == 401
+    assert response.headers["access-control-allow-origin"] == "https://seller.example"

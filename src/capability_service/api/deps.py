@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Header, HTTPException, Request, status
 
+from capability_service.api.auth import key_problem
+
 if TYPE_CHECKING:
     from capability_service.main import Services
 
@@ -26,9 +28,10 @@ async def require_api_key(
     services: ServicesDep,
     x_api_key: Annotated[str | None, Header(alias="X-API-Key")] = None,
 ) -> None:
-    if not services.api_keys.is_valid(x_api_key):
-        detail = "missing X-API-Key header" if not x_api_key else "invalid API key"
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail=detail, headers={"WWW-Authenticate": "ApiKey"})
+    # Also checked by `ApiKeyGate` before the body is read; kept here so every route declares its key.
+    problem = key_problem(services.api_keys, x_api_key)
+    if problem is not None:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail=problem, headers={"WWW-Authenticate": "ApiKey"})
 
 
 ApiKeyDep = Depends(require_api_key)
