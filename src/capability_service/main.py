@@ -128,19 +128,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.services = services
-    app.add_middleware(
-        CORSMiddleware,
-        allow_origins=settings.cors_origins,
-        allow_methods=["GET", "POST", "OPTIONS"],
-        allow_headers=["X-API-Key", "X-User-Id", "Content-Type", "Last-Event-ID"],
-        expose_headers=["Retry-After", *image.COMPRESS_HEADERS],
-    )
+    # Added innermost first: a request meets CORS, then the key check, then the body limits, so
+    # error answers carry CORS headers and nobody without a key gets a body read or measured.
     app.add_middleware(
         BodySizeLimit,
         limits={
             "/api/v1/image/compress": settings.max_upload_bytes,
             "/api/v1/ai/job": settings.max_job_request_bytes,
         },
+    )
+    app.add_middleware(
+        ApiKeyGate, checker=services.api_keys, prefix="/api/v1", open_paths=frozenset({"/api/v1/health"})
+    )
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.cors_origins,
+        allow_methods=["GET", "POST", "OPTIONS"],
+        allow_headers=["X-API-Key", "X-User-Id", "Content-Type"],
+        expose_headers=["Retry-After", *image.COMPRESS_HEADERS],
     )
     install_error_handlers(app)
     app.include_router(health.router, prefix="/api/v1")
