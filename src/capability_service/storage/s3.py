@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 # A result URL is written once per job image, so caches may keep it for a day (same as /files).
-CACHE_CONTROL = "public, max-age=86400"
+CACHE_CONTROL = "public, max-age=3600"
 
 
 def _client_error_text(exc: ClientError) -> str:

@@ -6,7 +6,9 @@ private as job ids are; use the S3 backend with presigned URLs where that is not
 
 from __future__ import annotations
 
+import asyncio
 import mimetypes
+from pathlib import Path
 
 from fastapi import APIRouter, HTTPException
 from fastapi.responses import FileResponse
@@ -24,16 +26,23 @@ async def get_file(key: str, services: ServicesDep) -> FileResponse:
     storage = services.storage
     if not isinstance(storage, LocalStorage):
         raise HTTPException(404, detail="results are not served by this service")
-    try:
-        path = storage.path_for(key)
-    except KeyError:
-        raise HTTPException(404, detail="no such file") from None
-    if not path.is_file():
+
+    def locate() -> Path | None:
+        try:
+            path = storage.path_for(key)
+            return path if path.is_file() else None
+        except (KeyError, OSError, ValueError):
+            # Unknown, escaping, over-long or otherwise unusable names are all simply not there.
+            return None
+
+    path = await asyncio.to_thread(locate)
+    if path is None:
         raise HTTPException(404, detail="no such file")
     media_type = _TYPES.get(path.suffix.lower()) or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-    # A result key is written once per job image, so caches may keep it for a day.
+    # A result stays under its key for the job's life; a job id reused after the job expired writes the
+    # same keys again, so caches keep results for an hour rather than forever.
     return FileResponse(
         path,
         media_type=media_type,
-        headers={"Cache-Control": "public, max-age=86400", "X-Content-Type-Options": "nosniff"},
+        headers={"Cache-Control": "public, max-age=3600", "X-Content-Type-Options": "nosniff"},
     )
