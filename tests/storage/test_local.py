@@ -69,6 +69,6 @@ async def test_files_route_serves_results(make_client: Callable[..., Any]) -> No
     assert response.status_code == 200
     assert response.content == PNG
     assert response.headers["content-type"] == "image/png"
-    assert response.headers["cache-control"] == "public, max-age=86400"
+    assert response.headers["cache-control"] == "public, max-age=3600"
     assert (await client.get("/files/ai-playground/u/j/missing.png")).status_code == 404
     assert (await client.get("/files/..%2F..%2Fetc%2Fpasswd")).status_code == 404

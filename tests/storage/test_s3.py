@@ -81,7 +81,7 @@ async def test_upload_then_fetch_the_presigned_url(make_storage: StorageFactory,
     assert response.status_code == 200
     assert response.content == PNG
     assert response.headers["content-type"] == "image/png"
-    assert response.headers["cache-control"] == "public, max-age=86400"
+    assert response.headers["cache-control"] == "public, max-age=3600"
     assert await storage.get(key) == PNG
 
 
