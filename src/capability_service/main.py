@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +33,8 @@ from capability_service.sources.fetch import SourceFetcher
 from capability_service.storage.base import Storage
 from capability_service.storage.factory import create_storage
 
+log = logging.getLogger(__name__)
+
 # Seconds one image may take end to end (download, model call, processing, upload).
 IMAGE_TIMEOUT_SECONDS = 600.0
 
@@ -55,13 +58,25 @@ class Services:
         await self.dispatcher.start()
 
     async def stop(self) -> None:
-        await self.dispatcher.shutdown()
-        await self.fetcher.close()
+        """Stop the job engine first (it may still use the rest), then close everything else.
+
+        Every step runs whatever the others do: one failing close (say, Redis already gone) must not
+        leave worker processes or open clients behind.
+        """
+        steps: list[tuple[str, Callable[[], Awaitable[None]]]] = [
+            ("job engine", self.dispatcher.shutdown),
+            ("source fetcher", self.fetcher.close),
+            ("job store", self.store.close),
+            ("storage", self.storage.close),
+            ("image workers", self.cpu.close),
+        ]
         if self.provider is not None:
-            await self.provider.close()
-        await self.store.close()
-        await self.storage.close()
-        await self.cpu.close()
+            steps.insert(2, ("remote model client", self.provider.close))
+        for name, step in steps:
+            try:
+                await step()
+            except Exception as exc:
+                log.warning("shutdown: closing the %s failed: %s", name, exc)
 
 
 def build_services(settings: Settings) -> Services:
