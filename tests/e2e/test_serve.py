@@ -135,3 +135,23 @@ def test_stream_heartbeats_and_a_disconnect_leaves_nothing_behind(tmp_path: Path
     finally:
         process.kill()
         process.wait(timeout=10)
+
+
+def test_streams_say_so_when_the_service_shuts_down(service: tuple[str, subprocess.Popen[bytes]]) -> None:
+    base, process = service
+    with (
+        httpx.Client(base_url=base, timeout=30) as client,
+        http_server({"/slow.jpg": static_bytes(read_image("rocket.jpg"), delay=3.0)}) as images,
+    ):
+        payload = {"job_id": "bye", "type": "batch_optimization", "source_image_urls": [f"{images}/slow.jpg"]}
+        assert client.post("/api/v1/ai/job", json=payload, headers=AUTH).status_code == 202
+        lines: list[str] = []
+        with client.stream("GET", "/api/v1/ai/job/bye/stream", headers=AUTH) as stream:
+            for line in stream.iter_lines():
+                lines.append(line)
+                if line.startswith("data:") and len(lines) < 5:
+                    process.send_signal(signal.SIGTERM)
+        events = parse_sse("\n".join(lines) + "\n\n")
+        # The job (3 s) outlives the stream: the stream's last word is why it ends.
+        assert events[-1][0] == "error", events
+        assert "shutting down" in events[-1][1]["detail"]

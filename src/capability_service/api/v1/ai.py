@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import TYPE_CHECKING, Annotated, Any
 
+import anyio
 from fastapi import APIRouter, Path
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -21,6 +23,9 @@ from capability_service.jobs.models import Job
 from capability_service.jobs.store import JobStoreUnavailable
 
 router = APIRouter(tags=["ai jobs"], dependencies=[ApiKeyDep])
+
+# Seconds a stream has, once the server begins to shut down, to tell its client before it is closed.
+SHUTDOWN_NOTICE_SECONDS = 1.0
 
 JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 JobIdPath = Annotated[str, Path(pattern=JOB_ID_PATTERN, description="the job id")]
@@ -90,14 +95,14 @@ def _event(job: Job) -> ServerSentEvent:
     return ServerSentEvent(data=json.dumps(job.status_view()), event=name, id=str(job.version))
 
 
-async def _job_events(job_id: str, services: Services, user_id: str | None) -> AsyncIterator[ServerSentEvent]:
+async def _job_events(job_id: str, services: Services, user_id: str | None) -> AsyncGenerator[ServerSentEvent]:
     store = services.store
     # Subscribe before reading the current state, so no change can fall between the two.
     async with store.subscribe(job_id) as snapshots:
         try:
             job = await services.jobs.get(job_id, user_id)
         except JobNotFound as exc:
-            yield ServerSentEvent(data=json.dumps({"job_id": job_id, "detail": str(exc)}), event="error")
+            yield _error_event(job_id, str(exc))
             return
         yield _event(job)
         last_version = job.version
@@ -114,14 +119,45 @@ async def _job_events(job_id: str, services: Services, user_id: str | None) -> A
 
 @router.get("/ai/job/{job_id}/stream")
 async def stream_job(job_id: JobIdPath, services: ServicesDep, user_id: UserIdDep) -> EventSourceResponse:
+    # Set by sse-starlette when the server begins to shut down: the stream then says so and ends
+    # within the grace period, instead of being cut without a final event.
+    shutdown = anyio.Event()
+
     async def events() -> AsyncIterator[ServerSentEvent]:
+        job_events = _job_events(job_id, services, user_id)
+        pending: set[asyncio.Future[Any]] = set()
         try:
-            async for event in _job_events(job_id, services, user_id):
-                yield event
+            while True:
+                next_event = asyncio.ensure_future(anext(job_events))
+                stopping = asyncio.ensure_future(shutdown.wait())
+                pending = {next_event, stopping}
+                await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                if not next_event.done():
+                    yield _error_event(job_id, "the service is shutting down; follow the job again once it is back")
+                    return
+                stopping.cancel()
+                try:
+                    yield next_event.result()
+                except StopAsyncIteration:
+                    return
         except JobStoreUnavailable as exc:
             # The stream has already answered 200: say why it ends instead of just closing it.
-            yield ServerSentEvent(data=json.dumps({"job_id": job_id, "detail": str(exc)}), event="error")
+            yield _error_event(job_id, str(exc))
+        finally:
+            # Also on a client that went away: cancelling the read ends the subscription with it.
+            for future in pending:
+                future.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            await job_events.aclose()
 
     return EventSourceResponse(
-        events(), ping=services.settings.sse_heartbeat_seconds, headers={"Cache-Control": "no-store"}
+        events(),
+        ping=services.settings.sse_heartbeat_seconds,
+        headers={"Cache-Control": "no-store"},
+        shutdown_event=shutdown,
+        shutdown_grace_period=SHUTDOWN_NOTICE_SECONDS,
     )
+
+
+def _error_event(job_id: str, detail: str) -> ServerSentEvent:
+    return ServerSentEvent(data=json.dumps({"job_id": job_id, "detail": detail}), event="error")
