@@ -207,6 +207,8 @@ async def test_unresolvable_host(make_fetcher: FetcherFactory) -> None:
         ("javascript:alert(1)", "scheme"),
         ("example.com/a.jpg", "scheme"),
         ("http:///a.jpg", "url"),
+        ("http://" + "a" * 300 + ".com/a.jpg", "url"),
+        ("http://a..b.com/a.jpg", "url"),
     ],
 )
 async def test_url_rules(make_fetcher: FetcherFactory, url: str, rule: str) -> None:

@@ -169,6 +169,10 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
             if exc.errno == socket.EAI_AGAIN:
                 raise httpcore.ConnectError(f"resolving {host} failed for now: {exc.strerror}") from None
             raise SourceError(f"host {host} does not resolve", rule="dns") from None
+        except UnicodeError:
+            # The IDNA codec refuses empty labels and labels over 63 characters.
+            shown = host if len(host) <= 80 else host[:77] + "..."
+            raise SourceError(f"{shown} is not a valid host name", rule="url") from None
         addresses = [address for address in (parse_address(name) for name in names) if address is not None]
         if not addresses:
             raise SourceError(f"host {host} does not resolve", rule="dns")
