@@ -369,7 +369,11 @@ class _EventRouter:
             channel.wake.clear()
             try:
                 job = await self._fetch(job_id)
-            except JobStoreUnavailable:
+            except Exception as exc:
+                # Whatever went wrong (Redis down, out of memory, a malformed record), the pump must live
+                # on, or its subscribers would only get heartbeats until they give up.
+                if not isinstance(exc, JobStoreUnavailable):
+                    log.warning("reading job %s for its subscribers failed: %r", job_id, exc)
                 await asyncio.sleep(0.5)
                 channel.wake.set()
                 continue
@@ -422,6 +426,10 @@ class RedisJobStore:
         except (RedisConnectionError, RedisTimeoutError, ReadOnlyError, OSError) as exc:
             detail = str(exc) or type(exc).__name__
             raise JobStoreUnavailable(f"Redis at {self.where} is unreachable ({detail})") from exc
+        except RedisError as exc:
+            # E.g. OOM or a script error: the store cannot serve, which is a 503, not a 500.
+            detail = str(exc) or type(exc).__name__
+            raise JobStoreUnavailable(f"Redis at {self.where} refused the request ({detail})") from exc
 
     async def create(self, job: Job) -> tuple[Job, bool]:
         values: dict[str, str] = {
@@ -590,7 +598,7 @@ class RedisJobStore:
         """True when the job is gone, final or asked to cancel: its images should stop."""
         with self._guard():
             status, cancel = await self._redis.hmget(keys.job_key(job_id), ["status", "cancel"])
-        return status is None or _text(status) in FINAL_STATUS_VALUES or cancel == b"1"
+        return status is None or _text(status) in FINAL_STATUS_VALUES or (cancel is not None and _text(cancel) == "1")
 
     def subscribe(self, job_id: str) -> AbstractAsyncContextManager[AsyncIterator[Job]]:
         return self._subscribe(job_id)

@@ -1,0 +1,49 @@
+"""A Redis that answers with an error (here: out of memory) is a 503 to callers, never a 500."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import redis
+
+from capability_service.jobs.models import Job
+from capability_service.jobs.redis_store import RedisJobStore
+from capability_service.jobs.store import JobStoreUnavailable
+from tests.api.helpers import submit
+from tests.support.servers import in_ci, redis_server
+
+
+@pytest.fixture
+def full_redis() -> Any:
+    try:
+        with redis_server() as url:
+            client = redis.Redis.from_url(url)
+            client.config_set("maxmemory-policy", "noeviction")
+            client.config_set("maxmemory", 1)
+            yield url
+            client.close()
+    except RuntimeError as exc:
+        if in_ci():
+            pytest.fail(str(exc))
+        pytest.skip(str(exc))
+
+
+async def test_an_out_of_memory_redis_is_unavailable_not_an_error(full_redis: str) -> None:
+    store = RedisJobStore(full_redis, ttl_seconds=60)
+    job = Job.new(
+        job_id="j", user_id=None, job_type="batch_optimization", plugin="ai-playground", config={}, sources=["data:,"]
+    )
+    try:
+        with pytest.raises(JobStoreUnavailable, match="refused"):
+            await store.create(job)
+    finally:
+        await store.close()
+
+
+async def test_submit_to_an_out_of_memory_redis_is_503(full_redis: str, make_client: Callable[..., Any]) -> None:
+    client = await make_client(job_backend="redis", redis_url=full_redis)
+    response = await submit(client, type="batch_optimization", source_image_urls=["data:,"])
+    assert response.status_code == 503
+    assert "Retry-After" in response.headers
