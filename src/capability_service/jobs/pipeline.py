@@ -38,16 +38,20 @@ class ImagePipeline:
         self.cpu = cpu
         self.image_timeout = image_timeout
 
-    async def _read_source(self, url: str) -> bytes:
-        return (await self.fetcher.fetch(url)).data
 
     async def run(self, job: Job, index: int, plugin: BasePlugin, config: BaseModel) -> ImageOutcome:
         """Process one image; every expected failure becomes this image's error, never an exception."""
         started = time.perf_counter()
         try:
             async with asyncio.timeout(self.image_timeout):
-                source = await self.fetcher.fetch(job.source_image_urls[index])
-                ctx = ProcessContext(run_cpu=self.cpu.run, read_source=self._read_source)
+                # Jobs read stored results of their own user only ("" for jobs without a user).
+                owner = job.user_id or ""
+
+                async def read_source(url: str) -> bytes:
+                    return (await self.fetcher.fetch(url, owner=owner)).data
+
+                source = await self.fetcher.fetch(job.source_image_urls[index], owner=owner)
+                ctx = ProcessContext(run_cpu=self.cpu.run, read_source=read_source)
                 result = await plugin.process(job.type, config, source.data, ctx)
                 key = result_key(job.user_id, job.job_id, index, result.format)
                 stored = await self.storage.put(key, result.data, result.content_type)

@@ -40,7 +40,7 @@ from capability_service.sources.errors import SourceError
 from capability_service.sources.magic import MAGIC_BYTES, describe, image_kind
 from capability_service.sources.netguard import AddressPolicy, GuardedTransport, Resolver, system_resolver
 from capability_service.storage.base import KeyFromUrl, Storage, StorageError
-from capability_service.storage.keys import RESULT_PREFIX, is_result_key
+from capability_service.storage.keys import RESULT_PREFIX, is_result_key, user_segment
 
 _DATA_URI = re.compile(r"^data:(?P<mime>[\w.+/-]*)(?P<params>(?:;[\w.+-]+=[\w.+-]+)*)(?P<b64>;base64)?,", re.I)
 _WHITESPACE = re.compile(r"\s+")
@@ -240,8 +240,12 @@ class SourceFetcher:
             storage=storage,
         )
 
-    async def fetch(self, url: str) -> FetchedSource:
-        """The bytes of the image `url` names; raises `SourceError` with a reason a seller can act on."""
+    async def fetch(self, url: str, *, owner: str | None = None) -> FetchedSource:
+        """The bytes of the image `url` names; raises `SourceError` with a reason a seller can act on.
+
+        `owner` is the user a job runs for: results of this service are then read only when they are
+        that user's own (`None` means no user scoping, for callers outside jobs).
+        """
         url = url.strip()
         if not url:
             raise SourceError("the source URL is empty", rule="url")
@@ -251,7 +255,7 @@ class SourceFetcher:
             return FetchedSource(data, origin="data: URI")
         key = self._storage_key(url)
         if key is not None:
-            return await self._fetch_stored(key)
+            return await self._fetch_stored(key, owner)
         if url[:5].lower() == "file:" or url.startswith("/"):
             return await self._fetch_local(url)
         scheme = url.split(":", 1)[0].lower() if ":" in url else ""
@@ -268,10 +272,13 @@ class SourceFetcher:
             return self.storage.key_from_url(url)
         return None
 
-    async def _fetch_stored(self, key: str) -> FetchedSource:
+    async def _fetch_stored(self, key: str, owner: str | None) -> FetchedSource:
         assert self.storage is not None
         if not is_result_key(key):
             raise SourceError(f"{key!r} is not a result of this service", rule="storage-key")
+        if owner is not None and not key.startswith(f"{RESULT_PREFIX}/{user_segment(owner)}/"):
+            # One seller's job never reads another seller's results, even by a known key or URL.
+            raise SourceError("that stored result belongs to another user", rule="storage-key")
         try:
             data = await self.storage.get(key)
         except KeyError:

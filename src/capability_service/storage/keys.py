@@ -31,12 +31,17 @@ def safe_segment(value: str, *, fallback: str = "anonymous") -> str:
     return cleaned
 
 
+def user_segment(user_id: str | None) -> str:
+    """The key segment of a user's results (`anonymous` for jobs without a user)."""
+    return safe_segment(user_id or "", fallback="anonymous")
+
+
 def result_key(user_id: str | None, job_id: str, index: int, ext: str) -> str:
     """The key of result `index` of a job; `ext` is the file extension without the dot."""
     if index < 0:
         raise ValueError("a result index is never negative")
     ext = re.sub(r"[^a-z0-9]", "", ext.lower())[:8] or "bin"
-    user = safe_segment(user_id or "", fallback="anonymous")
+    user = user_segment(user_id)
     return f"{RESULT_PREFIX}/{user}/{safe_segment(job_id, fallback='job')}/{index}.{ext}"
 
 
