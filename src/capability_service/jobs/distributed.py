@@ -32,6 +32,7 @@ import socket
 import time
 from typing import Any
 
+from pydantic import BaseModel
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from saq.job import Job as Task
@@ -47,6 +48,7 @@ from capability_service.jobs.models import ImageOutcome, ImageStatus, Job, JobSt
 from capability_service.jobs.pipeline import ImagePipeline
 from capability_service.jobs.redis_store import RedisJobStore, make_redis
 from capability_service.jobs.store import JobStoreUnavailable
+from capability_service.plugins.base import BasePlugin
 from capability_service.plugins.manager import PluginRegistry
 
 log = logging.getLogger(__name__)
@@ -249,7 +251,7 @@ class ImageWorker:
             await self.store.finalize(job_id)
         return outcome.status.value
 
-    async def _run_until_cancelled(self, job: Job, index: int, plugin: Any, config: Any) -> ImageOutcome:
+    async def _run_until_cancelled(self, job: Job, index: int, plugin: BasePlugin, config: BaseModel) -> ImageOutcome:
         async with self.store.watch_cancel(job.job_id) as cancelled:
             work = asyncio.create_task(self.pipeline.run(job, index, plugin, config), name=f"{job.job_id}:{index}")
             stop = asyncio.create_task(cancelled.wait())
@@ -389,13 +391,16 @@ class RedisDispatcher:
         # Running tasks already stop on the store's cancel flag; aborting also drops the queued ones.
         try:
             tasks = await self.queue.jobs([keys.task_key(job_id, index) for index in range(job.total)])
-            await asyncio.gather(
-                *(
-                    self.queue.abort(task, "cancelled")
-                    for task in tasks
-                    if task is not None and task.status in (TaskStatus.QUEUED, TaskStatus.ACTIVE)
+            # Queued tasks first: aborting a running one frees its worker's slot, which would otherwise
+            # pick up the next queued image of this job (it would only skip it, but never start it).
+            for wanted in (TaskStatus.QUEUED, TaskStatus.ACTIVE):
+                await asyncio.gather(
+                    *(
+                        self.queue.abort(task, "cancelled")
+                        for task in tasks
+                        if task is not None and task.status is wanted
+                    )
                 )
-            )
         except Exception as exc:
             log.warning("could not abort the tasks of job %s: %s", job_id, exc)
 

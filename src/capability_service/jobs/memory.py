@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -13,7 +13,7 @@ from capability_service.jobs.models import ImageOutcome, ImageStatus, Job, JobSt
 
 
 class MemoryJobStore:
-    def __init__(self, *, ttl_seconds: float, max_jobs: int, clock: Any = time.time) -> None:
+    def __init__(self, *, ttl_seconds: float, max_jobs: int, clock: Callable[[], float] = time.time) -> None:
         self._jobs: OrderedDict[str, Job] = OrderedDict()
         self._hub = EventHub()
         self._ttl = ttl_seconds

@@ -38,7 +38,6 @@ class ImagePipeline:
         self.cpu = cpu
         self.image_timeout = image_timeout
 
-
     async def run(self, job: Job, index: int, plugin: BasePlugin, config: BaseModel) -> ImageOutcome:
         """Process one image; every expected failure becomes this image's error, never an exception."""
         started = time.perf_counter()

@@ -50,8 +50,6 @@ class ProcessContext:
 
     run_cpu: CpuRunner
     read_source: SourceReader
-    # Free-form facts the engine wants in the image's metadata (source origin and the like).
-    labels: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

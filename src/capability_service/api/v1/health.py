@@ -18,15 +18,7 @@ async def health(services: ServicesDep) -> dict[str, Any]:
     for plugin in services.plugins:
         report = await plugin.health_check()
         plugins.append(
-            {
-                "name": plugin.name,
-                "display_name": plugin.display_name,
-                "category": plugin.category,
-                "processing_mode": plugin.processing_mode.value,
-                "enabled": plugin.enabled,
-                "healthy": report.healthy,
-                **({"detail": report.detail} if report.detail else {}),
-            }
+            {**plugin.describe(), "healthy": report.healthy, **({"detail": report.detail} if report.detail else {})}
         )
     storage = await services.storage.health()
     jobs = await services.store.health()
