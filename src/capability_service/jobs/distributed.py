@@ -64,6 +64,8 @@ RETRY_DELAY_SECONDS = 1.0
 TASK_RECORD_TTL_SECONDS = 3600
 # A job whose image has no task this long after creation was never queued (its API died mid-submit).
 UNQUEUED_GRACE_SECONDS = 60.0
+# A running task whose worker has not stopped on the cancel flag by then gets a SAQ abort.
+STRAGGLER_ABORT_SECONDS = 2.0
 # How long the sweep waits for a silent worker to acknowledge an abort before re-queueing its task.
 SWEEP_ABORT_WAIT_SECONDS = 2.0
 # An idle worker slot re-checks for shutdown this often.
@@ -342,6 +344,7 @@ class RedisDispatcher:
         self._local: ImageWorker | None = None
         self._stats: dict[str, Any] = {}
         self._stats_task: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
 
     def worker(self, concurrency: int) -> ImageWorker:
         """A worker of this process's queue, store, plugins and pipeline (not started)."""
@@ -388,21 +391,31 @@ class RedisDispatcher:
         if not job.status.is_final:
             message = f"{reason}: {job.succeeded} of {job.total} images finished before the job stopped"
             job = await self.store.finish(job_id, JobStatus.cancelled, message) or job
-        # Running tasks already stop on the store's cancel flag; aborting also drops the queued ones.
+        # Queued tasks are aborted now, so they never start. Running ones stop within milliseconds on the
+        # store's cancel flag, which their worker follows over pub/sub; only a worker that missed it gets
+        # an abort, a little later (SAQ applies aborts on its own 1 s poll, slower than the flag).
+        task_keys = [keys.task_key(job_id, index) for index in range(job.total)]
         try:
-            tasks = await self.queue.jobs([keys.task_key(job_id, index) for index in range(job.total)])
-            # Queued tasks first: aborting a running one frees its worker's slot, which would otherwise
-            # pick up the next queued image of this job (it would only skip it, but never start it).
-            for wanted in (TaskStatus.QUEUED, TaskStatus.ACTIVE):
-                await asyncio.gather(
-                    *(
-                        self.queue.abort(task, "cancelled")
-                        for task in tasks
-                        if task is not None and task.status is wanted
-                    )
-                )
+            await self._abort(task_keys, TaskStatus.QUEUED)
         except Exception as exc:
-            log.warning("could not abort the tasks of job %s: %s", job_id, exc)
+            log.warning("could not abort the queued tasks of job %s: %s", job_id, exc)
+            return
+        straggler = asyncio.create_task(self._abort_stragglers(job_id, task_keys), name=f"abort-{job_id}")
+        self._background.add(straggler)
+        straggler.add_done_callback(self._background.discard)
+
+    async def _abort(self, task_keys: list[str], status: TaskStatus) -> None:
+        tasks = await self.queue.jobs(task_keys)
+        await asyncio.gather(
+            *(self.queue.abort(task, "cancelled") for task in tasks if task is not None and task.status is status)
+        )
+
+    async def _abort_stragglers(self, job_id: str, task_keys: list[str]) -> None:
+        await asyncio.sleep(STRAGGLER_ABORT_SECONDS)
+        try:
+            await self._abort(task_keys, TaskStatus.ACTIVE)
+        except Exception as exc:
+            log.warning("could not abort the running tasks of job %s: %s", job_id, exc)
 
     async def start(self) -> None:
         await self.queue.connect()
@@ -415,6 +428,8 @@ class RedisDispatcher:
     async def shutdown(self) -> None:
         """Stop taking jobs; a local worker finishes its images within the grace period. Queued jobs stay."""
         self._accepting = False
+        for task in self._background:
+            task.cancel()
         if self._local is not None:
             await self._local.stop()
             self._local = None
