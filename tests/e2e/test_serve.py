@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -20,29 +20,44 @@ from tests.support.servers import free_port, http_server, static_bytes, wait_for
 pytestmark = pytest.mark.e2e
 
 
+Started = tuple[str, subprocess.Popen[bytes]]
+
+
 @pytest.fixture
-def service(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "API_KEYS": API_KEY,
-        "LOCAL_STORAGE_DIR": str(tmp_path / "results"),
-        "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
-        "SOURCE_ALLOW_PRIVATE_NETWORKS": "true",
-        "PLUGINS_CONFIG": str(tmp_path / "none.yaml"),
-        "SHUTDOWN_GRACE_SECONDS": "20",
-    }
-    command = [sys.executable, "-m", "capability_service.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
-    process = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
+def start_service(tmp_path: Path) -> Iterator[Callable[..., Started]]:
+    """Start `capability-service serve` on a free port with extra settings; stopped after the test."""
+    processes: list[subprocess.Popen[bytes]] = []
+
+    def start(**settings: str) -> Started:
+        port = free_port()
+        env = {
+            **os.environ,
+            "API_KEYS": API_KEY,
+            "LOCAL_STORAGE_DIR": str(tmp_path / "results"),
+            "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
+            "SOURCE_ALLOW_PRIVATE_NETWORKS": "true",
+            "PLUGINS_CONFIG": str(tmp_path / "none.yaml"),
+            "SHUTDOWN_GRACE_SECONDS": "20",
+            **settings,
+        }
+        command = [sys.executable, "-m", "capability_service.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+        process = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        processes.append(process)
         wait_for_port(port, timeout=30)
-        yield f"http://127.0.0.1:{port}", process
-    finally:
+        return f"http://127.0.0.1:{port}", process
+
+    yield start
+    for process in processes:
         if process.poll() is None:
             process.kill()
         process.wait(timeout=10)
         if process.stdout is not None:
             process.stdout.close()
+
+
+@pytest.fixture
+def service(start_service: Callable[..., Started]) -> Started:
+    return start_service()
 
 
 def test_walkthrough_over_real_http(service: tuple[str, subprocess.Popen[bytes]]) -> None:
@@ -96,45 +111,29 @@ def test_sigterm_lets_the_running_job_finish(service: tuple[str, subprocess.Pope
     assert list((tmp_path / "results").rglob("term/0.webp")), log
 
 
-def test_stream_heartbeats_and_a_disconnect_leaves_nothing_behind(tmp_path: Path) -> None:
-    port = free_port()
-    env = {
-        **os.environ,
-        "API_KEYS": API_KEY,
-        "LOCAL_STORAGE_DIR": str(tmp_path / "results"),
-        "SOURCE_ALLOW_PRIVATE_NETWORKS": "true",
-        "PLUGINS_CONFIG": str(tmp_path / "none.yaml"),
-        "SSE_HEARTBEAT_SECONDS": "0.2",
-        "SHUTDOWN_GRACE_SECONDS": "0",
-    }
-    command = [sys.executable, "-m", "capability_service.cli", "serve", "--port", str(port)]
-    process = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for_port(port, timeout=30)
-        with (
-            httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client,
-            http_server({"/slow.jpg": static_bytes(read_image("rocket.jpg"), delay=5.0)}) as images,
-        ):
-            payload = {"job_id": "hb", "type": "batch_optimization", "source_image_urls": [f"{images}/slow.jpg"]}
-            assert client.post("/api/v1/ai/job", json=payload, headers=AUTH).status_code == 202
-            lines: list[str] = []
-            with client.stream("GET", "/api/v1/ai/job/hb/stream", headers=AUTH) as stream:
-                for line in stream.iter_lines():
-                    lines.append(line)
-                    if sum(1 for seen in lines if seen.startswith(":")) >= 2:
-                        # Checked while the stream is still being read: leaving the loop closes it.
-                        health = client.get("/api/v1/health").json()
-                        assert health["jobs"]["stream_subscribers"] == 1
-                        break
-            assert "event: progress" in lines[:3]
-            assert sum(1 for seen in lines if seen.startswith(": ping")) == 2
-            deadline = time.monotonic() + 10
-            while client.get("/api/v1/health").json()["jobs"]["stream_subscribers"] != 0:
-                assert time.monotonic() < deadline, "the closed stream's subscription was never released"
-                time.sleep(0.1)
-    finally:
-        process.kill()
-        process.wait(timeout=10)
+def test_stream_heartbeats_and_a_disconnect_leaves_nothing_behind(start_service: Callable[..., Started]) -> None:
+    base, _process = start_service(SSE_HEARTBEAT_SECONDS="0.2", SHUTDOWN_GRACE_SECONDS="0")
+    with (
+        httpx.Client(base_url=base, timeout=30) as client,
+        http_server({"/slow.jpg": static_bytes(read_image("rocket.jpg"), delay=5.0)}) as images,
+    ):
+        payload = {"job_id": "hb", "type": "batch_optimization", "source_image_urls": [f"{images}/slow.jpg"]}
+        assert client.post("/api/v1/ai/job", json=payload, headers=AUTH).status_code == 202
+        lines: list[str] = []
+        with client.stream("GET", "/api/v1/ai/job/hb/stream", headers=AUTH) as stream:
+            for line in stream.iter_lines():
+                lines.append(line)
+                if sum(1 for seen in lines if seen.startswith(":")) >= 2:
+                    # Checked while the stream is still being read: leaving the loop closes it.
+                    health = client.get("/api/v1/health").json()
+                    assert health["jobs"]["stream_subscribers"] == 1
+                    break
+        assert "event: progress" in lines[:3]
+        assert sum(1 for seen in lines if seen.startswith(": ping")) == 2
+        deadline = time.monotonic() + 10
+        while client.get("/api/v1/health").json()["jobs"]["stream_subscribers"] != 0:
+            assert time.monotonic() < deadline, "the closed stream's subscription was never released"
+            time.sleep(0.1)
 
 
 def test_streams_say_so_when_the_service_shuts_down(service: tuple[str, subprocess.Popen[bytes]]) -> None:
