@@ -20,6 +20,7 @@ from saq.job import Status as TaskStatus
 from capability_service.core.config import Settings
 from capability_service.jobs import distributed, keys
 from capability_service.jobs.distributed import SWEPT_ERROR, ImageWorker, RedisDispatcher
+from capability_service.jobs.errors import Unavailable
 from capability_service.jobs.models import ImageOutcome, ImageStatus, Job, JobStatus
 from capability_service.jobs.redis_store import RedisJobStore
 from capability_service.main import Services, build_services
@@ -267,3 +268,15 @@ async def test_serve_with_local_workers_runs_jobs_itself(
             break
         assert time.monotonic() < deadline, status
         await asyncio.sleep(0.05)
+
+
+async def test_a_full_work_queue_turns_new_jobs_away(cluster: Any, images: str) -> None:
+    # No worker runs: queued images stay queued.
+    api = await cluster(max_queued_images=3)
+    await submit(api, [f"{images}/photo.jpg"] * 2)
+    with pytest.raises(Unavailable, match="work queue holds 2 images") as refused:
+        await submit(api, [f"{images}/photo.jpg"] * 2, job_id="too-many")
+    assert refused.value.retry_after
+    # The refused job is forgotten, so the same submission can be made again later.
+    assert await api.store.get("too-many") is None
+    await submit(api, [f"{images}/photo.jpg"])

@@ -113,6 +113,8 @@ class Settings(BaseSettings):
     # Total size of the sources that unfinished jobs of this process hold (data: URIs are kept until
     # the job ends); beyond it submit answers 503.
     max_pending_source_bytes: int = Field(1 << 30, ge=1024)
+    # Redis mode: images waiting for a worker across all instances; beyond it submit answers 503.
+    max_queued_images: int = Field(10_000, ge=1)
     job_result_ttl_seconds: int = Field(3600, ge=1)
     job_store_max_jobs: int = Field(10_000, ge=1)
     shutdown_grace_seconds: float = Field(30.0, ge=0)

@@ -71,6 +71,8 @@ SWEEP_ABORT_WAIT_SECONDS = 2.0
 # An idle worker slot re-checks for shutdown this often.
 DEQUEUE_TIMEOUT_SECONDS = 1.0
 STATS_REFRESH_SECONDS = 5.0
+# Told to clients when the work queue is full.
+QUEUE_FULL_RETRY_AFTER_SECONDS = 10
 
 
 def sweep_interval(heartbeat_seconds: int) -> int:
@@ -364,6 +366,17 @@ class RedisDispatcher:
 
     async def dispatch(self, job: Job) -> None:
         self.check_capacity()
+        try:
+            queued = await self.queue.count("queued")
+        except Exception as exc:
+            raise Unavailable(f"could not queue the job on Redis at {self.store.where}: {exc}", retry_after=5) from exc
+        limit = self.settings.max_queued_images
+        if queued + job.total > limit:
+            # The same back-pressure as the memory mode's queue limit, counted in images since workers take images.
+            raise Unavailable(
+                f"the work queue holds {queued} images waiting for a worker, its limit is {limit}; try again shortly",
+                retry_after=QUEUE_FULL_RETRY_AFTER_SECONDS,
+            )
         try:
             await asyncio.gather(*(self._enqueue(job.job_id, index) for index in range(job.total)))
         except Exception as exc:
