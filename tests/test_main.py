@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -24,3 +25,11 @@ async def test_stop_closes_everything_even_when_one_step_fails(
     assert "closing the job engine failed" in caplog.text
     # The steps after the failing one still ran: the image workers are shut down.
     assert services.cpu._pool._shutdown
+
+
+async def test_api_docs_are_served_in_development_only(make_client: Callable[..., Any]) -> None:
+    development = await make_client()
+    assert (await development.get("/openapi.json")).status_code == 200
+    production = await make_client(environment="production", api_keys=["a-real-production-key"])
+    assert (await production.get("/openapi.json")).status_code == 404
+    assert (await production.get("/docs")).status_code == 404

@@ -17,7 +17,7 @@ from capability_service.api.errors import install_error_handlers
 from capability_service.api.limits import BodySizeLimit
 from capability_service.api.v1 import ai, files, health, image
 from capability_service.core.allocator import tune_allocator
-from capability_service.core.config import Settings, load_settings
+from capability_service.core.config import Environment, Settings, load_settings
 from capability_service.core.logging import configure_logging
 from capability_service.core.security import ApiKeyChecker
 from capability_service.jobs.cpu import CpuExecutor
@@ -136,11 +136,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await services.stop()
 
+    # Interactive API docs in development only: production answers nothing it does not have to.
+    docs = settings.environment is not Environment.production
     app = FastAPI(
         title="Capability Service",
         version=__version__,
         description="Image processing for marketplace sellers, as plugins and async jobs.",
         lifespan=lifespan,
+        docs_url="/docs" if docs else None,
+        redoc_url=None,
+        openapi_url="/openapi.json" if docs else None,
     )
     app.state.services = services
     # Added innermost first: a request meets CORS, then the key check, then the body limits, so

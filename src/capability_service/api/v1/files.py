@@ -21,7 +21,7 @@ router = APIRouter(tags=["files"])
 _TYPES = {".webp": "image/webp", ".avif": "image/avif", ".png": "image/png", ".jpg": "image/jpeg"}
 
 
-@router.api_route(FILES_ROUTE + "/{key:path}", methods=["GET", "HEAD"])
+@router.api_route(FILES_ROUTE + "/{key:path}", methods=["GET", "HEAD"], include_in_schema=False)
 async def get_file(key: str, services: ServicesDep) -> FileResponse:
     storage = services.storage
     if not isinstance(storage, LocalStorage):
