@@ -26,7 +26,7 @@ import numpy.typing as npt
 
 from capability_service.imaging import background as backgrounds
 from capability_service.imaging import canvas, composite
-from capability_service.imaging.types import EncodedImage, ImageError, OutputFormat
+from capability_service.imaging.types import EncodedImage, ImageError, OutputFormat, Quality
 from capability_service.plugins.ai_playground.configs import TEMPERATURE_BY_QUALITY, BackgroundReplacementConfig
 from capability_service.plugins.base import PluginDeps, ProcessContext
 from capability_service.providers.base import EditRequest
@@ -139,7 +139,10 @@ async def _composite(
 def _compose_and_encode(
     cutout: composite.Cutout, canvas_bg: npt.NDArray[np.uint8], shadow: bool, fmt: OutputFormat
 ) -> EncodedImage:
-    return composite.encode_canvas(composite.compose(cutout, canvas_bg, shadow), fmt)
+    # PNG is lossless at every setting: zlib 3 with the "up" filter encodes a 1500x2000 canvas in ~40 ms
+    # against ~150 ms for zlib 6 with adaptive filters, for ~6 % more bytes. Lossy formats keep the best quality.
+    quality: Quality = "standard" if fmt == "png" else "high"
+    return composite.encode_canvas(composite.compose(cutout, canvas_bg, shadow), fmt, quality)
 
 
 async def _generative(
