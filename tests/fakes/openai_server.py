@@ -1,5 +1,5 @@
-"""A fake OpenAI Images API: `POST /v1/images/edits` (multipart), `POST /v1/images/generations`
-(JSON) and `GET /v1/models/{model}`.
+"""A fake OpenAI Images API: `POST /v1/images/edits` (multipart) and
+`GET /v1/models/{model}`.
 
 Checks the bearer key, the model, the form fields (`image`, `prompt`, `size`, `input_fidelity`)
 and the image's type, and answers `{"data": [{"b64_json": ...}], ...}` or
@@ -16,7 +16,6 @@ import base64
 import email.parser
 import email.policy
 import hashlib
-import json
 import time
 from typing import Any
 
@@ -129,8 +128,6 @@ class OpenAIFake(FakeModelServer):
             return json_reply(200, {"id": model, "object": "model", "created": 1745000000, "owned_by": "system"})
         if request.method == "POST" and path == "/v1/images/edits":
             return self._check_edit(request)
-        if request.method == "POST" and path == "/v1/images/generations":
-            return self._check_generation(request)
         return self.error(404, f"Invalid URL ({request.method} {path})", "invalid_request_error", None)
 
     def _check_edit(self, request: Recorded) -> Reply | None:
@@ -160,20 +157,6 @@ class OpenAIFake(FakeModelServer):
         if texts.get("input_fidelity", "low") not in ("low", "high"):
             return self.error(400, "Invalid value for 'input_fidelity'.", "invalid_request_error", "invalid_value")
         request.parsed.update(fields=texts, image=image[0], image_type=image[2], image_name=image[1])
-        return None
-
-    def _check_generation(self, request: Recorded) -> Reply | None:
-        try:
-            payload = json.loads(request.body)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return self.error(400, "We could not parse the JSON body of your request.", "invalid_request_error", None)
-        if not isinstance(payload, dict):
-            return self.error(400, "Invalid body.", "invalid_request_error", None)
-        texts = {name: str(value) for name, value in payload.items()}
-        problem = self._check_common(texts)
-        if problem is not None:
-            return problem
-        request.parsed.update(fields=texts, image=None)
         return None
 
     def _check_common(self, texts: dict[str, str]) -> Reply | None:

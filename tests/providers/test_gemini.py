@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import pyvips
 
-from capability_service.providers.base import EditRequest, GenerateRequest, ProviderError, ProviderRefused
+from capability_service.providers.base import EditRequest, ProviderError, ProviderRefused
 from capability_service.providers.gemini import GeminiProvider
 from capability_service.providers.http import RetryPolicy
 from tests.conftest import read_image
@@ -350,20 +350,6 @@ async def test_the_key_never_reaches_logs_urls_or_errors(
     assert "retrying" in caplog.text
     assert all(GEMINI_KEY not in call.path for call in gemini.requests)
     assert GEMINI_KEY not in repr(model)
-
-
-async def test_generate_sends_the_prompt_alone(gemini: GeminiFake) -> None:
-    model = provider(gemini)
-    try:
-        result = await model.generate(
-            GenerateRequest(prompt="a soft blue studio gradient", temperature=0.3, aspect_ratio="3:4")
-        )
-    finally:
-        await model.close()
-    (call,) = gemini.model_calls()
-    assert call.json["contents"][0]["parts"] == [{"text": "a soft blue studio gradient"}]
-    image = pyvips.Image.new_from_buffer(result.image, "")
-    assert (image.width, image.height) == (864, 1184)
 
 
 async def test_health_checks_the_key_against_the_model(gemini: GeminiFake) -> None:

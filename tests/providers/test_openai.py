@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import pyvips
 
-from capability_service.providers.base import EditRequest, GenerateRequest, ProviderError, ProviderRefused
+from capability_service.providers.base import EditRequest, ProviderError, ProviderRefused
 from capability_service.providers.http import RetryPolicy
 from capability_service.providers.openai import OpenAIProvider
 from tests.conftest import read_image
@@ -170,20 +170,6 @@ async def test_malformed_json_is_retried(openai: OpenAIFake, sleep_log: SleepLog
     openai.push(Reply(status=200, body=b'{"data": [{"b64_json": "iVBOR'))
     result = await edit(openai, sleep=sleep_log)
     assert result.details["attempts"] == 2
-
-
-async def test_generate_posts_json(openai: OpenAIFake) -> None:
-    model = provider(openai)
-    try:
-        result = await model.generate(
-            GenerateRequest(prompt="light grey studio backdrop", temperature=0.5, aspect_ratio="3:4")
-        )
-    finally:
-        await model.close()
-    (call,) = openai.model_calls()
-    assert call.path == "/v1/images/generations"
-    assert call.json == {"model": "gpt-image-1", "prompt": "light grey studio backdrop", "size": "1024x1536", "n": 1}
-    assert pyvips.Image.new_from_buffer(result.image, "").height == 1536
 
 
 async def test_concurrency_is_limited_per_provider() -> None:

@@ -1,4 +1,4 @@
-"""The interface of a remote image model that edits or generates images from a prompt."""
+"""The interface of a remote image model that edits an image as a prompt asks."""
 
 from __future__ import annotations
 
@@ -43,17 +43,6 @@ class EditRequest:
 
 
 @dataclass(frozen=True, slots=True)
-class GenerateRequest:
-    """A prompt alone: the model draws a new image (e.g. an empty background for a composite)."""
-
-    prompt: str
-    temperature: float
-    aspect_ratio: str | None = None
-    negative_prompt: str = ""
-    seed: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
 class EditResult:
     image: bytes
     mime_type: str
@@ -69,10 +58,6 @@ class ImageEditProvider(Protocol):
 
     async def edit(self, request: EditRequest) -> EditResult:
         """Send one image and prompt; return the model's image or raise `ProviderError`."""
-        ...
-
-    async def generate(self, request: GenerateRequest) -> EditResult:
-        """Draw an image from a prompt alone; return it or raise `ProviderError`."""
         ...
 
     async def health(self) -> dict[str, Any]:

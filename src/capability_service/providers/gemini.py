@@ -24,7 +24,6 @@ from capability_service.providers import aspect
 from capability_service.providers.base import (
     EditRequest,
     EditResult,
-    GenerateRequest,
     ProviderError,
     ProviderRefused,
 )
@@ -151,10 +150,6 @@ class GeminiProvider(RemoteModelProvider):
         result = await self._generate(parts, request.temperature, request.aspect_ratio, request.seed)
         note_input(result, fitted)
         return result
-
-    async def generate(self, request: GenerateRequest) -> EditResult:
-        parts = [{"text": prompt_text(request.prompt, request.negative_prompt)}]
-        return await self._generate(parts, request.temperature, request.aspect_ratio, request.seed)
 
     async def _generate(
         self, parts: list[dict[str, Any]], temperature: float, aspect_ratio: str | None, seed: int | None

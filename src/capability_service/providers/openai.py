@@ -22,7 +22,6 @@ from capability_service.providers import aspect
 from capability_service.providers.base import (
     EditRequest,
     EditResult,
-    GenerateRequest,
     ProviderError,
     ProviderRefused,
 )
@@ -71,7 +70,6 @@ class OpenAIProvider(RemoteModelProvider):
         self.model = model
         base = api_base.rstrip("/")
         self.edit_url = f"{base}/images/edits"
-        self.generate_url = f"{base}/images/generations"
         super().__init__(
             api_key=api_key,
             headers={"Authorization": f"Bearer {api_key}"},
@@ -113,23 +111,6 @@ class OpenAIProvider(RemoteModelProvider):
         result = await self._call(send, size)
         note_input(result, fitted)
         return result
-
-    async def generate(self, request: GenerateRequest) -> EditResult:
-        size = _size_for(request.aspect_ratio)
-        body = json.dumps(
-            {
-                "model": self.model,
-                "prompt": prompt_text(request.prompt, request.negative_prompt),
-                "size": size,
-                "n": 1,
-            }
-        )
-        headers = {**self._headers, "Content-Type": "application/json"}
-
-        async def send(client: httpx.AsyncClient) -> httpx.Response:
-            return await client.post(self.generate_url, content=body, headers=headers)
-
-        return await self._call(send, size)
 
     async def _call(self, send: Callable[[httpx.AsyncClient], Awaitable[httpx.Response]], size: str) -> EditResult:
         response, stats = await self._http.call(send, self._inspect, "the OpenAI model")
