@@ -16,7 +16,11 @@ async def test_a_result_feeds_the_same_users_next_job_but_no_other_users(client:
     key = url.split("/files/", 1)[1]
 
     await submit(client, job_id="again", user_id="alice", type="image_enhancement", source_image_urls=[url, key])
-    assert (await wait_final(client, "again"))["status"] == "completed"
+    again = await wait_final(client, "again")
+    assert again["status"] == "completed"
+    # Both spellings were read from storage, never over HTTP, and each image says where it came from.
+    assert [image["source"] for image in again["metadata"]["images"]] == [f"storage:{key}"] * 2
+    assert first["metadata"]["images"][0]["source"] == "data: URI"
 
     await submit(client, job_id="theft", user_id="mallory", type="image_enhancement", source_image_urls=[url, key])
     theft = await wait_final(client, "theft")

@@ -82,6 +82,8 @@ class ImagePipeline:
                 "height": result.height,
                 "bytes": len(result.data),
                 "content_type": result.content_type,
+                # Where the bytes came from: the final URL after redirects, a storage key, "data: URI".
+                "source": source.origin,
                 "total_ms": round((time.perf_counter() - started) * 1000, 1),
             },
         )

@@ -51,6 +51,21 @@ def aspect_ratio(width: int, height: int) -> str:
     return f"{width // divisor}:{height // divisor}"
 
 
+def model_request(
+    config: BackgroundReplacementConfig, jpeg: bytes, template: str, width: int, height: int
+) -> EditRequest:
+    """What the remote model is sent: a JPEG, the seller's prompt in `template`, the target's shape."""
+    return EditRequest(
+        image=jpeg,
+        mime_type="image/jpeg",
+        prompt=template.format(prompt=config.background_prompt),
+        negative_prompt=config.negative_prompt,
+        temperature=TEMPERATURE_BY_QUALITY[config.quality],
+        aspect_ratio=aspect_ratio(width, height),
+        seed=config.seed,
+    )
+
+
 def _ms(since: float) -> float:
     return round((time.perf_counter() - since) * 1000, 1)
 
@@ -88,17 +103,7 @@ async def _composite(
         layout_bg = backgrounds.render(NEUTRAL_BACKDROP, width, height)
         layout = await ctx.run_cpu(composite.preview, cutout, layout_bg)
         remote = time.perf_counter()
-        result = await deps.provider.edit(
-            EditRequest(
-                image=layout,
-                mime_type="image/jpeg",
-                prompt=SCENE_PROMPT.format(prompt=config.background_prompt),
-                negative_prompt=config.negative_prompt,
-                temperature=TEMPERATURE_BY_QUALITY[config.quality],
-                aspect_ratio=aspect_ratio(width, height),
-                seed=config.seed,
-            )
-        )
+        result = await deps.provider.edit(model_request(config, layout, SCENE_PROMPT, width, height))
         timings["remote_ms"] = _ms(remote)
         canvas_bg = await ctx.run_cpu(backgrounds.from_image, result.image, width, height, settings.max_image_pixels)
         engine = deps.provider.name
@@ -156,17 +161,7 @@ async def _generative(
     started = time.perf_counter()
     upright = await ctx.run_cpu(canvas.upright_jpeg, source, settings.max_image_pixels)
     remote = time.perf_counter()
-    result = await provider.edit(
-        EditRequest(
-            image=upright,
-            mime_type="image/jpeg",
-            prompt=GENERATIVE_PROMPT.format(prompt=config.background_prompt),
-            negative_prompt=config.negative_prompt,
-            temperature=TEMPERATURE_BY_QUALITY[config.quality],
-            aspect_ratio=aspect_ratio(width, height),
-            seed=config.seed,
-        )
-    )
+    result = await provider.edit(model_request(config, upright, GENERATIVE_PROMPT, width, height))
     remote_ms = _ms(remote)
     out = await ctx.run_cpu(canvas.fit_to_target, result.image, width, height, config.format, settings.max_image_pixels)
     out.metadata.update(
