@@ -54,7 +54,10 @@ class MemoryJobStore:
         return job.model_copy(deep=True)
 
     async def create(self, job: Job) -> tuple[Job, bool]:
-        self.evict()
+        # Expired jobs go in the engine's periodic sweep; here only the count cap is kept, so a submit
+        # scans the store only when it is full.
+        if len(self._jobs) >= self._max_jobs:
+            self.evict()
         existing = self._jobs.get(job.job_id)
         if existing is not None:
             return existing.model_copy(deep=True), False
