@@ -41,7 +41,7 @@ from capability_service.core.config import Settings
 from capability_service.jobs import keys
 from capability_service.jobs.distributed import RedisDispatcher
 from capability_service.jobs.redis_store import RedisJobStore
-from capability_service.main import build_services
+from capability_service.services import build_services
 
 SMALL_PHOTO = REPO_ROOT / "tests" / "data" / "rocket.jpg"
 ROUND_TIMEOUT = 600.0
@@ -49,7 +49,7 @@ ROUND_TIMEOUT = 600.0
 
 async def throughput(redis_url: str, work: Path, sources: list[str], workers: int) -> float:
     """Images per second of `workers` single-image worker processes on `sources` (one job each)."""
-    settings = Settings(  # type: ignore[call-arg]
+    settings = Settings(
         _env_file=None,
         job_backend="redis",
         redis_url=redis_url,
@@ -72,26 +72,28 @@ async def throughput(redis_url: str, work: Path, sources: list[str], workers: in
                     raise SystemExit(f"{workers} workers did not register in time")
                 await asyncio.sleep(0.1)
             started = time.perf_counter()
-            job_ids = []
+            job_keys = []
             for source in sources:
-                job, _created = await services.jobs.submit(
+                prepared = services.jobs.prepare(
                     job_id=None,
+                    tenant="default",
                     user_id=None,
                     job_type="batch_optimization",
                     config={"format": "webp", "quality": "standard", "maxSize": 1920},
                     sources=[source],
                 )
-                job_ids.append(job.job_id)
+                job, _created = await services.jobs.submit(prepared)
+                job_keys.append(job.key)
             # One cheap call per poll (the count of live jobs), so the clock watcher takes no core from the workers.
             while await store.redis.zcard(keys.LIVE_JOBS):
                 if time.perf_counter() - started > ROUND_TIMEOUT:
                     raise SystemExit(f"jobs unfinished after {ROUND_TIMEOUT:.0f} s")
                 await asyncio.sleep(0.05)
             elapsed = time.perf_counter() - started
-        for job_id in job_ids:
-            job = await store.snapshot(job_id)
-            if job is None or job.succeeded != 1:
-                raise SystemExit(f"job {job_id} failed: {job.images[0].error if job else 'missing'}")
+        for key in job_keys:
+            finished = await store.snapshot(key)
+            if finished is None or finished.succeeded != 1:
+                raise SystemExit(f"job {key} failed: {finished.images[0].error if finished else 'missing'}")
     finally:
         await services.stop()
     return len(sources) / elapsed

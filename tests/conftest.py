@@ -12,20 +12,13 @@ from fastapi import FastAPI
 
 from capability_service.core.config import Settings
 from capability_service.main import create_app
+from tests.support.data import API_KEY, DATA
 from tests.support.servers import in_ci, redis_server
-
-DATA = Path(__file__).parent / "data"
-API_KEY = "test-key-0123456789"
-AUTH = {"X-API-Key": API_KEY}
 
 
 @pytest.fixture
 def data_dir() -> Path:
     return DATA
-
-
-def read_image(name: str) -> bytes:
-    return (DATA / name).read_bytes()
 
 
 @pytest.fixture
@@ -42,7 +35,7 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
             "cpu_workers": 2,
         }
         values.update(overrides)
-        return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+        return Settings(_env_file=None, **values)
 
     return factory
 

@@ -16,7 +16,7 @@ from capability_service.core.allocator import tune_allocator
 from capability_service.core.config import Settings
 from capability_service.core.logging import configure_logging
 from capability_service.jobs.distributed import RedisDispatcher
-from capability_service.main import build_services
+from capability_service.services import build_services
 
 log = logging.getLogger(__name__)
 
@@ -41,13 +41,8 @@ async def serve_worker(settings: Settings, concurrency: int, stop: asyncio.Event
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
-        await dispatcher.queue.disconnect()
-        await services.store.close()
-        await services.fetcher.close()
-        if services.provider is not None:
-            await services.provider.close()
-        await services.storage.close()
-        await services.cpu.close()
+        # The dispatcher was never started here (no API): shutting it down only closes its queue.
+        await services.stop()
 
 
 def run_worker(settings: Settings, concurrency: int | None = None) -> int:

@@ -16,8 +16,8 @@ from PIL import Image
 
 from capability_service.core.config import Settings
 from capability_service.main import create_app
-from tests.conftest import AUTH, read_image
 from tests.imaging.samples import XMP, photo_with_gps
+from tests.support.data import AUTH, read_image
 from tests.support.servers import free_port, wait_for_port
 
 UPLOAD_LIMIT = 4 * 1024 * 1024

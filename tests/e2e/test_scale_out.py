@@ -28,7 +28,8 @@ from saq.job import Status as TaskStatus
 
 from capability_service.jobs import keys
 from capability_service.jobs.distributed import ImageQueue
-from tests.conftest import API_KEY, AUTH, read_image
+from capability_service.jobs.models import job_key
+from tests.support.data import API_KEY, AUTH, read_image
 from tests.support.servers import free_port, http_server, static_bytes, wait_for_port
 
 pytestmark = pytest.mark.e2e
@@ -154,7 +155,7 @@ async def follow(client: httpx.AsyncClient, base: str, job_id: str) -> list[tupl
 
 
 async def task_states(queue: ImageQueue, job_id: str, total: int) -> list[Any]:
-    return list(await queue.jobs([keys.task_key(job_id, index) for index in range(total)]))
+    return list(await queue.jobs([keys.task_key(job_key("default", job_id), index) for index in range(total)]))
 
 
 async def eventually(check: Callable[[], Any], timeout: float, what: str) -> Any:
@@ -202,7 +203,8 @@ async def test_fifty_jobs_over_two_apis_and_two_workers_survive_a_killed_worker(
 
         async def workers_by_pid() -> dict[int, str]:
             info = await queue.info()
-            return {int(meta["metadata"]["pid"]): wid for wid, meta in info["workers"].items()}
+            workers: dict[str, Any] = info["workers"] or {}
+            return {int(meta["metadata"]["pid"]): wid for wid, meta in workers.items()}
 
         pids = await eventually(
             lambda: _when(workers_by_pid(), lambda found: len(found) == 2), 60, "both workers to register"
@@ -210,12 +212,12 @@ async def test_fifty_jobs_over_two_apis_and_two_workers_survive_a_killed_worker(
 
         # The job to cancel goes first, through API A; its stream is followed on API B.
         cancel_id = "scale-cancel"
-        payload = {"job_id": cancel_id, "type": "batch_optimization", "config": config}
-        payload["source_image_urls"] = [f"{images}/hold.jpg", f"{images}/hold.jpg"]
+        hold = [f"{images}/hold.jpg", f"{images}/hold.jpg"]
+        payload = {"job_id": cancel_id, "type": "batch_optimization", "config": config, "source_image_urls": hold}
         assert (await client.post(f"{api_a}/api/v1/ai/job", json=payload, headers=AUTH)).status_code == 202
         streams = {cancel_id: asyncio.create_task(follow(client, api_b, cancel_id))}
 
-        submitted: dict[str, tuple[str, list[str]]] = {cancel_id: (api_a, payload["source_image_urls"])}
+        submitted: dict[str, tuple[str, list[str]]] = {cancel_id: (api_a, hold)}
         for number in range(49):
             job_id = f"scale-{number:02d}"
             api = apis[number % 2]
@@ -256,7 +258,7 @@ async def test_fifty_jobs_over_two_apis_and_two_workers_survive_a_killed_worker(
                     continue
                 for index, task in enumerate(await task_states(queue, job_id, len(sources))):
                     if task is not None and task.status is TaskStatus.ACTIVE and sources[index].endswith("hold.jpg"):
-                        held.setdefault(task.worker_id, []).append(keys.task_key(job_id, index))
+                        held.setdefault(task.worker_id, []).append(keys.task_key(job_key("default", job_id), index))
             return next(iter(held.items()), None)
 
         victim_id, held = await eventually(worker_holding_long_image, 30, "a worker to hold a long image")

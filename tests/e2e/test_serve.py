@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from tests.api.helpers import parse_sse
-from tests.conftest import API_KEY, AUTH, read_image
+from tests.support.data import API_KEY, AUTH, read_image
 from tests.support.servers import free_port, http_server, static_bytes, wait_for_port
 
 pytestmark = pytest.mark.e2e

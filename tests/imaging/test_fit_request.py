@@ -7,7 +7,7 @@ import pyvips
 
 from capability_service.imaging.fit_request import MIN_SIDE, RequestLimits, base64_size, fit_for_request
 from capability_service.imaging.types import ImageError
-from tests.conftest import read_image
+from tests.support.data import read_image
 
 LIMITS = RequestLimits(max_bytes=7_000_000, max_side=3072)
 

@@ -12,7 +12,7 @@ import pytest
 from capability_service.imaging.optimize import optimize
 from capability_service.imaging.types import OptimizeOptions
 from capability_service.jobs.cpu import CpuExecutor
-from tests.conftest import read_image
+from tests.support.data import read_image
 
 
 @pytest.mark.parametrize("kind", ["thread", "process"])

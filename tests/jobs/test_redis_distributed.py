@@ -6,7 +6,6 @@ the storage directory, as separate processes do. Real processes are in tests/e2e
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -18,13 +17,15 @@ from redis.asyncio import Redis
 from saq.job import Status as TaskStatus
 
 from capability_service.core.config import Settings
-from capability_service.jobs import distributed, keys
+from capability_service.jobs import distributed, keys, lifecycle
 from capability_service.jobs.distributed import SWEPT_ERROR, ImageWorker, RedisDispatcher
 from capability_service.jobs.errors import Unavailable
-from capability_service.jobs.models import ImageOutcome, ImageStatus, Job, JobStatus
+from capability_service.jobs.models import ImageOutcome, ImageStatus, Job, JobStatus, job_key
 from capability_service.jobs.redis_store import RedisJobStore
-from capability_service.main import Services, build_services
-from tests.conftest import AUTH, read_image
+from capability_service.services import Services, build_services
+from tests.api.helpers import wait_final
+from tests.jobs.samples import final, wait_for
+from tests.support.data import AUTH, read_image
 from tests.support.servers import http_server, static_bytes
 
 # A database of its own: the reconciler walks every live job of the database it works on.
@@ -95,31 +96,17 @@ def dispatcher_of(services: Services) -> RedisDispatcher:
 
 
 async def submit(services: Services, sources: list[str], job_id: str | None = None) -> Job:
-    job, created = await services.jobs.submit(
+    prepared = services.jobs.prepare(
         job_id=job_id or f"d-{uuid.uuid4().hex[:10]}",
+        tenant="default",
         user_id=None,
         job_type="batch_optimization",
         config={"format": "webp", "maxSize": 320},
         sources=sources,
     )
+    job, created = await services.jobs.submit(prepared)
     assert created
     return job
-
-
-async def wait_for(store: RedisJobStore, job_id: str, done: Callable[[Job], bool], timeout: float = 20) -> Job:
-    deadline = time.monotonic() + timeout
-    while True:
-        job = await store.get(job_id)
-        assert job is not None
-        if done(job):
-            return job
-        if time.monotonic() > deadline:
-            raise AssertionError(f"job {job_id} did not get there in {timeout} s: {job.status_view()}")
-        await asyncio.sleep(0.05)
-
-
-def final(job: Job) -> bool:
-    return job.status.is_final
 
 
 async def test_images_of_one_job_spread_over_workers(cluster: Any, images: str) -> None:
@@ -128,11 +115,11 @@ async def test_images_of_one_job_spread_over_workers(cluster: Any, images: str) 
     await cluster.worker(first)
     await cluster.worker(second)
     job = await submit(api, [f"{images}/slow.jpg"] * 4)
-    done = await wait_for(api.store, job.job_id, final)
+    done = await wait_for(api.store, job.key, final)
     assert done.status is JobStatus.completed
     assert done.succeeded == 4
     assert all(Path(str(image.result_url)).suffix == ".webp" for image in done.images)
-    tasks = await dispatcher_of(api).queue.jobs([keys.task_key(job.job_id, i) for i in range(4)])
+    tasks = await dispatcher_of(api).queue.jobs([keys.task_key(job.key, i) for i in range(4)])
     assert all(task is not None and task.status is TaskStatus.COMPLETE for task in tasks)
     assert len({task.worker_id for task in tasks if task is not None}) == 2
 
@@ -141,28 +128,23 @@ async def test_cancel_from_another_instance_stops_the_running_image_within_a_sec
     api, other_api, worker_process = await cluster(), await cluster(), await cluster()
     await cluster.worker(worker_process, concurrency=1)
     job = await submit(api, [f"{images}/very-slow.jpg", f"{images}/photo.jpg"])
-    await wait_for(api.store, job.job_id, lambda j: j.images[0].status is ImageStatus.processing)
+    await wait_for(api.store, job.key, lambda j: j.images[0].status is ImageStatus.processing)
     queue = dispatcher_of(api).queue
 
-    cancelled = await other_api.jobs.cancel(job.job_id, None)
+    cancelled = await other_api.jobs.cancel("default", job.job_id, None)
     started = time.monotonic()
     assert cancelled.status is JobStatus.cancelled
-    while True:
-        running, queued = await queue.jobs([keys.task_key(job.job_id, 0), keys.task_key(job.job_id, 1)])
-        assert running is not None and queued is not None
-        if running.status in (TaskStatus.COMPLETE, TaskStatus.ABORTED):
-            break
-        assert time.monotonic() - started < 1, f"the worker still runs the image: {running.status}"
-        await asyncio.sleep(0.02)
+    running, queued = await queue.jobs([keys.task_key(job.key, 0), keys.task_key(job.key, 1)])
+    assert running is not None and queued is not None
+    await running.refresh(until_complete=5)
+    assert running.status in (TaskStatus.COMPLETE, TaskStatus.ABORTED)
+    assert time.monotonic() - started < 1, "the worker ran the image on for a second after the cancel"
     # The image waiting behind it never runs: its task is aborted, or, when the freed worker slot took it
     # first, it ends at once without processing anything.
-    while queued.status in (TaskStatus.QUEUED, TaskStatus.ACTIVE):
-        assert time.monotonic() - started < 2, f"the queued image is still {queued.status}"
-        await asyncio.sleep(0.02)
-        [queued] = await queue.jobs([keys.task_key(job.job_id, 1)])
-        assert queued is not None
+    await queued.refresh(until_complete=5)
+    assert time.monotonic() - started < 2
     assert queued.status is TaskStatus.ABORTED or str(queued.result).startswith("skipped")
-    result = await api.store.get(job.job_id)
+    result = await api.store.get(job.key)
     assert result is not None
     assert result.status is JobStatus.cancelled
     assert [image.status for image in result.images] == [ImageStatus.cancelled, ImageStatus.cancelled]
@@ -178,18 +160,18 @@ async def test_duplicate_and_retried_tasks_never_redo_a_finished_image(cluster: 
     assert await dispatcher.queue.count("queued") == 2
 
     worker = await cluster.worker(await cluster(), concurrency=2)
-    first = await wait_for(api.store, job.job_id, lambda j: j.images[0].status is ImageStatus.succeeded)
+    first = await wait_for(api.store, job.key, lambda j: j.images[0].status is ImageStatus.succeeded)
     result_file = Path(api.settings.local_storage_dir) / str(first.images[0].result_key)
     written = result_file.stat().st_mtime_ns
     # A second delivery of image 0 (as after a lost acknowledgement) finds it done and leaves it alone.
     retried = await dispatcher.queue.enqueue(
-        distributed.TASK_FUNCTION, key=keys.task_key(job.job_id, 0), job_id=job.job_id, index=0, timeout=30
+        distributed.TASK_FUNCTION, key=keys.task_key(job.key, 0), job_key=job.key, index=0, timeout=30
     )
     assert retried is not None
     await retried.refresh(until_complete=10)
     assert retried.result == "skipped: image already succeeded"
     assert result_file.stat().st_mtime_ns == written
-    now = await api.store.get(job.job_id)
+    now = await api.store.get(job.key)
     assert now is not None and now.images[0] == first.images[0] and now.processed == 1
     await worker.stop()
 
@@ -199,7 +181,7 @@ async def test_reconciler_fails_an_image_whose_task_was_given_up(cluster: Any, i
     queue = dispatcher_of(api).queue
     job = await submit(api, [f"{images}/photo.jpg", f"{images}/photo.jpg"])
     # What SAQ's sweep leaves when the last attempt's worker went silent.
-    task = await queue.job(keys.task_key(job.job_id, 0))
+    task = await queue.job(keys.task_key(job.key, 0))
     assert task is not None
     await queue.abort(task, SWEPT_ERROR)
     task.attempts = 3
@@ -207,14 +189,14 @@ async def test_reconciler_fails_an_image_whose_task_was_given_up(cluster: Any, i
 
     reconciler = dispatcher_of(await cluster()).worker(1)
     assert await reconciler.reconcile() == 1
-    after = await api.store.get(job.job_id)
+    after = await api.store.get(job.key)
     assert after is not None
     assert after.images[0].status is ImageStatus.failed
     assert after.images[0].error == "gave up after 3 attempts: the worker processing it stopped responding"
     assert after.status is JobStatus.pending
     # Image 1 still has its task, and the job closes when a worker has done it.
     await cluster.worker(await cluster())
-    done = await wait_for(api.store, job.job_id, final)
+    done = await wait_for(api.store, job.key, final)
     assert done.status is JobStatus.completed
     assert done.message == "Completed with 1 of 2 images failed"
 
@@ -226,10 +208,10 @@ async def test_reconciler_closes_jobs_left_open(cluster: Any, images: str, monke
     # All images recorded, but the worker that recorded the last one died before closing the job.
     recorded = await submit(api, [f"{images}/photo.jpg"])
     await store.record_image(
-        recorded.job_id, ImageOutcome(index=0, status=ImageStatus.succeeded, result_url="http://r/0.webp")
+        recorded.key, ImageOutcome(index=0, status=ImageStatus.succeeded, result_url="http://r/0.webp")
     )
     # Accepted, but never queued: the API instance died between storing and queueing.
-    unqueued = Job.new(
+    unqueued = lifecycle.new_job(
         job_id=f"d-{uuid.uuid4().hex[:10]}",
         user_id=None,
         job_type="batch_optimization",
@@ -242,12 +224,12 @@ async def test_reconciler_closes_jobs_left_open(cluster: Any, images: str, monke
 
     reconciler = dispatcher_of(await cluster()).worker(1)
     await reconciler.reconcile()
-    closed = await store.get(recorded.job_id)
+    closed = await store.get(recorded.key)
     assert closed is not None and closed.status is JobStatus.completed
-    lost = await store.get(unqueued.job_id)
+    lost = await store.get(unqueued.key)
     assert lost is not None and lost.status is JobStatus.failed
     assert lost.images[0].error is not None and "never queued" in lost.images[0].error
-    assert await store.live_job_ids() == []
+    assert await store.live_keys() == []
 
 
 async def test_serve_with_local_workers_runs_jobs_itself(
@@ -260,14 +242,7 @@ async def test_serve_with_local_workers_runs_jobs_itself(
     payload = {"type": "batch_optimization", "config": {"format": "jpg"}, "source_image_urls": [f"{images}/photo.jpg"]}
     response = await client.post("/api/v1/ai/job", json=payload, headers=AUTH)
     assert response.status_code == 202
-    job_id = response.json()["data"]["job_id"]
-    deadline = time.monotonic() + 20
-    while True:
-        status = (await client.get(f"/api/v1/ai/job/{job_id}/status", headers=AUTH)).json()
-        if status["status"] == "completed":
-            break
-        assert time.monotonic() < deadline, status
-        await asyncio.sleep(0.05)
+    assert (await wait_final(client, response.json()["data"]["job_id"]))["status"] == "completed"
 
 
 async def test_a_full_work_queue_turns_new_jobs_away(cluster: Any, images: str) -> None:
@@ -278,5 +253,5 @@ async def test_a_full_work_queue_turns_new_jobs_away(cluster: Any, images: str) 
         await submit(api, [f"{images}/photo.jpg"] * 2, job_id="too-many")
     assert refused.value.retry_after
     # The refused job is forgotten, so the same submission can be made again later.
-    assert await api.store.get("too-many") is None
+    assert await api.store.get(job_key("default", "too-many")) is None
     await submit(api, [f"{images}/photo.jpg"])

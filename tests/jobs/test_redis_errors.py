@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 import redis
 
-from capability_service.jobs.models import Job
 from capability_service.jobs.redis_store import RedisJobStore
 from capability_service.jobs.store import JobStoreUnavailable
 from tests.api.helpers import submit
+from tests.jobs.samples import make_job
 from tests.support.servers import in_ci, redis_server
 
 
@@ -32,9 +32,7 @@ def full_redis() -> Any:
 
 async def test_an_out_of_memory_redis_is_unavailable_not_an_error(full_redis: str) -> None:
     store = RedisJobStore(full_redis, ttl_seconds=60)
-    job = Job.new(
-        job_id="j", user_id=None, job_type="batch_optimization", plugin="ai-playground", config={}, sources=["data:,"]
-    )
+    job = make_job(1)
     try:
         with pytest.raises(JobStoreUnavailable, match="refused"):
             await store.create(job)

@@ -12,9 +12,11 @@ from typing import Any
 import httpx
 
 from capability_service.core.config import Settings
+from capability_service.jobs.models import job_key
 from capability_service.main import create_app
 from tests.api.helpers import data_uri, submit, wait_final
-from tests.conftest import AUTH, read_image
+from tests.jobs.samples import wait_for
+from tests.support.data import AUTH, read_image
 from tests.support.servers import http_server, static_bytes
 
 JPEG = read_image("rocket.jpg")
@@ -83,11 +85,11 @@ async def test_shutdown_finishes_running_jobs_within_the_grace_period(make_setti
     with http_server({"/slow.jpg": static_bytes(JPEG, delay=0.5)}) as base:
         await submit(client, job_id="running", type="batch_optimization", source_image_urls=[f"{base}/slow.jpg"] * 2)
         await submit(client, job_id="queued", type="batch_optimization", source_image_urls=[f"{base}/slow.jpg"])
-        await asyncio.sleep(0.1)
+        store = app.state.services.store
+        await wait_for(store, job_key("default", "running"), lambda job: job.status.value == "processing")
         await lifespan.__aexit__(None, None, None)
-    store = app.state.services.store
-    running = await store.get("running")
-    queued = await store.get("queued")
+    running = await store.get(job_key("default", "running"))
+    queued = await store.get(job_key("default", "queued"))
     assert running.status.value == "completed"
     assert queued.status.value == "cancelled"
     assert "shut down" in queued.message
@@ -102,13 +104,11 @@ async def test_shutdown_cancels_what_outlives_the_grace_period(make_settings: Ca
     with http_server({"/fast.jpg": static_bytes(JPEG), "/slow.jpg": static_bytes(JPEG, delay=3)}) as base:
         sources = [f"{base}/fast.jpg", f"{base}/slow.jpg", f"{base}/slow.jpg"]
         await submit(client, job_id="long", type="batch_optimization", source_image_urls=sources)
-        async with asyncio.timeout(10):
-            while (await app.state.services.store.get("long")).processed < 1:
-                await asyncio.sleep(0.05)
+        await wait_for(app.state.services.store, job_key("default", "long"), lambda job: job.processed >= 1)
         started = time.monotonic()
         await lifespan.__aexit__(None, None, None)
         assert time.monotonic() - started < 3
-    job = await app.state.services.store.get("long")
+    job = await app.state.services.store.get(job_key("default", "long"))
     assert job.status.value == "cancelled"
     assert "shut down" in job.message
     assert job.images[0].result_url is not None

@@ -10,7 +10,7 @@ from typing import Any
 from PIL import Image
 
 from tests.api.helpers import data_uri, submit, wait_final
-from tests.conftest import read_image
+from tests.support.data import read_image
 
 
 def animated_gif(frames: int) -> str:

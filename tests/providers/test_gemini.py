@@ -15,10 +15,10 @@ import pyvips
 from capability_service.providers.base import EditRequest, ProviderError, ProviderRefused
 from capability_service.providers.gemini import GeminiProvider
 from capability_service.providers.http import RetryPolicy
-from tests.conftest import read_image
 from tests.fakes.base import Drop, Stall
 from tests.fakes.gemini_server import GeminiFake
 from tests.providers.conftest import GEMINI_KEY, SleepLog
+from tests.support.data import read_image
 
 FAST = RetryPolicy(max_retries=3, base_delay=0.05, max_delay=0.2, max_wait=2.0)
 

@@ -13,10 +13,10 @@ import pyvips
 from capability_service.providers.base import EditRequest, ProviderError, ProviderRefused
 from capability_service.providers.http import RetryPolicy
 from capability_service.providers.openai import OpenAIProvider
-from tests.conftest import read_image
 from tests.fakes.base import Reply, Stall
 from tests.fakes.openai_server import OpenAIFake
 from tests.providers.conftest import OPENAI_KEY, SleepLog
+from tests.support.data import read_image
 
 FAST = RetryPolicy(max_retries=3, base_delay=0.05, max_delay=0.2, max_wait=2.0)
 

@@ -10,7 +10,7 @@ import pytest
 from capability_service.providers.gemini import GeminiProvider
 from capability_service.providers.openai import OpenAIProvider
 from capability_service.providers.remote import RemoteModelProvider, decode_image, prompt_text
-from tests.conftest import read_image
+from tests.support.data import read_image
 from tests.support.servers import free_port
 
 Provider = Callable[..., RemoteModelProvider]

@@ -12,6 +12,7 @@ import pytest
 
 from capability_service.storage.base import KeyFromUrl, StorageError
 from capability_service.storage.local import LocalStorage
+from tests.api.helpers import services_of
 
 DATA = Path(__file__).parent.parent / "data"
 PNG = (DATA / "chelsea.png").read_bytes()
@@ -63,7 +64,7 @@ async def test_failed_write_is_a_storage_error(tmp_path: Path) -> None:
 
 async def test_files_route_serves_results(make_client: Callable[..., Any]) -> None:
     client = await make_client()
-    storage = client._transport.app.state.services.storage  # type: ignore[attr-defined]
+    storage = services_of(client).storage
     stored = await storage.put("ai-playground/u/j/0.png", PNG, "image/png")
     response = await client.get(stored.url.replace("http://testserver", ""))
     assert response.status_code == 200

@@ -265,7 +265,7 @@ def test_from_settings_and_factory(make_settings: Callable[..., Settings], seawe
     assert storage.endpoint_url == seaweed.http_endpoint
     assert storage.presign_expires == 120
     assert storage.public_base_url == "https://img.example.com"
-    config = storage._client.meta.config
+    config: Any = storage._client.meta.config  # botocore's stubs lack these options
     assert config.request_checksum_calculation == "when_required"
     assert config.response_checksum_validation == "when_required"
     assert config.retries == {"total_max_attempts": 5, "mode": "standard"}

@@ -10,7 +10,7 @@ import httpx
 from botocore.config import Config
 
 from tests.api.helpers import data_uri, submit, wait_final
-from tests.conftest import AUTH
+from tests.support.data import AUTH
 from tests.support.seaweed import Seaweed
 
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
-
+from starlette.datastructures import Headers
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from capability_service.core.security import ApiKeyChecker
 
-API_KEY_HEADER = b"x-api-key"
+API_KEY_HEADER = "x-api-key"
 
 
 def key_problem(checker: ApiKeyChecker, presented: str | None) -> str | None:
@@ -41,25 +41,9 @@ class ApiKeyGate:
         ):
             await self.app(scope, receive, send)
             return
-        presented = None
-        for name, value in scope.get("headers", []):
-            if name == API_KEY_HEADER:
-                presented = value.decode("latin-1")
-                break
-        problem = key_problem(self.checker, presented)
+        problem = key_problem(self.checker, Headers(scope=scope).get(API_KEY_HEADER))
         if problem is None:
             await self.app(scope, receive, send)
             return
-        body = json.dumps({"detail": problem}).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 401,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"www-authenticate", b"ApiKey"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        response = JSONResponse({"detail": problem}, status_code=401, headers={"WWW-Authenticate": "ApiKey"})
+        await response(scope, receive, send)

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 from fastapi import Depends, Header, HTTPException, Request, status
 
 from capability_service.api.auth import key_problem
-
-if TYPE_CHECKING:
-    from capability_service.main import Services
-
+from capability_service.services import Services
 
 # Every dependency is `async def`: FastAPI runs plain `def` dependencies in its thread pool, a thread
 # round trip per request that waits for a free core while image work keeps both cores busy.
@@ -21,20 +18,25 @@ async def get_services(request: Request) -> Services:
     return services
 
 
-ServicesDep = Annotated["Services", Depends(get_services)]
+ServicesDep = Annotated[Services, Depends(get_services)]
 
 
 async def require_api_key(
     services: ServicesDep,
     x_api_key: Annotated[str | None, Header(alias="X-API-Key")] = None,
-) -> None:
+) -> str:
+    """The tenant of the request's key; 401 without a valid key."""
     # Also checked by `ApiKeyGate` before the body is read; kept here so every route declares its key.
-    problem = key_problem(services.api_keys, x_api_key)
-    if problem is not None:
+    tenant = services.api_keys.tenant_of(x_api_key)
+    if tenant is None:
+        problem = key_problem(services.api_keys, x_api_key)
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail=problem, headers={"WWW-Authenticate": "ApiKey"})
+    return tenant
 
 
 ApiKeyDep = Depends(require_api_key)
+# The tenant whose key made the request: every job it names must be that tenant's.
+TenantDep = Annotated[str, Depends(require_api_key)]
 
 
 async def user_id_header(

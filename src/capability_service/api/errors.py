@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 
 from capability_service.jobs.errors import InvalidSubmission, JobConflict, JobNotFound, Unavailable
 from capability_service.jobs.store import JobStoreUnavailable
+from capability_service.plugins.base import InvalidConfig, OperationUnavailable, PluginDisabled
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,17 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(
             {"detail": str(exc), "errors": [{"field": exc.field, "message": exc.reason}]}, status_code=400
         )
+
+    @app.exception_handler(InvalidConfig)
+    async def invalid_config(request: Request, exc: InvalidConfig) -> JSONResponse:
+        return JSONResponse(
+            {"detail": str(exc), "errors": [{"field": exc.field, "message": exc.reason}]}, status_code=400
+        )
+
+    @app.exception_handler(PluginDisabled)
+    @app.exception_handler(OperationUnavailable)
+    async def plugin_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=503)
 
     @app.exception_handler(JobNotFound)
     async def not_found(request: Request, exc: JobNotFound) -> JSONResponse:

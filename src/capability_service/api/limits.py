@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import json
-
 from fastapi import HTTPException
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
@@ -21,19 +20,10 @@ class BodySizeLimit:
         self.app = app
         self.limits = limits
 
-    async def _reject(self, send: Send, limit: int) -> None:
-        body = json.dumps({"detail": f"the upload is larger than the {limit} byte limit"}).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+    @staticmethod
+    async def _reject(scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+        response = JSONResponse({"detail": f"the upload is larger than the {limit} byte limit"}, status_code=413)
+        await response(scope, receive, send)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         limit = self.limits.get(scope.get("path", "")) if scope["type"] == "http" else None
@@ -42,7 +32,7 @@ class BodySizeLimit:
             return
         for name, value in scope.get("headers", []):
             if name == b"content-length" and value.isdigit() and int(value) > limit:
-                await self._reject(send, limit)
+                await self._reject(scope, receive, send, limit)
                 return
 
         received = 0
@@ -67,4 +57,4 @@ class BodySizeLimit:
             await self.app(scope, limited_receive, tracking_send)
         except BodyTooLarge:
             if not started:
-                await self._reject(send, limit)
+                await self._reject(scope, receive, send, limit)

@@ -17,6 +17,8 @@ import yaml
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from capability_service.core.security import parse_api_key
+
 # The key that works out of the box in development. Production refuses to start with it.
 DEFAULT_DEV_API_KEY = "dev-key-change-me"
 
@@ -50,7 +52,7 @@ class Settings(BaseSettings):
     environment: Environment = Environment.development
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
-    # Security
+    # Security: `tenant:key` pairs or bare keys (tenant `default`)
     api_keys: CsvList = Field(default_factory=lambda: [DEFAULT_DEV_API_KEY])
     cors_origins: CsvList = Field(default_factory=lambda: ["http://localhost:3000"])
 
@@ -97,6 +99,8 @@ class Settings(BaseSettings):
     # Frames an animated image may declare, and seconds one decode-and-process may take.
     max_image_frames: int = Field(300, ge=1, le=100_000)
     image_decode_timeout_seconds: float = Field(120.0, gt=0, le=3600)
+    # Seconds one image of a job may take end to end (download, model call, processing, upload).
+    image_timeout_seconds: float = Field(600.0, gt=0, le=86400)
     max_upload_bytes: int = Field(50 * 1024 * 1024, ge=1024)
     # Largest job submission body: data: URIs make it big; larger batches should pass URLs instead.
     max_job_request_bytes: int = Field(200 * 1024 * 1024, ge=1024)
@@ -138,13 +142,16 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_default_keys_in_production(self) -> Settings:
+        keys = [parse_api_key(entry).key for entry in self.api_keys]
         if self.environment is Environment.production:
-            if not self.api_keys:
+            if not keys:
                 raise ValueError("API_KEYS must name at least one key when ENVIRONMENT=production")
-            if DEFAULT_DEV_API_KEY in self.api_keys:
+            if DEFAULT_DEV_API_KEY in keys:
                 raise ValueError("API_KEYS still holds the development default key; set your own keys for production")
-        if any(len(key) < 8 for key in self.api_keys):
+        if any(len(key) < 8 for key in keys):
             raise ValueError("API_KEYS: every key must be at least 8 characters long")
+        if len(set(keys)) != len(keys):
+            raise ValueError("API_KEYS: a key is listed twice; every key must belong to one tenant")
         if self.storage_backend == "s3" and not self.s3_bucket:
             raise ValueError("S3_BUCKET is required when STORAGE_BACKEND=s3")
         return self
@@ -172,18 +179,12 @@ def expand_vars(text: str, environ: dict[str, str] | None = None) -> str:
 
 def _expand_tree(node: Any, environ: dict[str, str] | None) -> Any:
     # Expanded after parsing, so comments are left alone and a value from the environment can never
-    # change the YAML's structure.
+    # change the YAML's structure; each plugin's options model reads the texts as its field types.
     if isinstance(node, dict):
         return {key: _expand_tree(value, environ) for key, value in node.items()}
     if isinstance(node, list):
         return [_expand_tree(value, environ) for value in node]
-    if isinstance(node, str) and "${" in node:
-        expanded = expand_vars(node, environ)
-        if _VAR_PATTERN.fullmatch(node):
-            # A value that is one variable takes the variable's YAML type: "false" -> False, "3" -> 3.
-            return yaml.safe_load(expanded) if expanded.strip() else ""
-        return expanded
-    return node
+    return expand_vars(node, environ) if isinstance(node, str) else node
 
 
 def load_plugin_config(path: Path, environ: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
@@ -196,11 +197,7 @@ def load_plugin_config(path: Path, environ: dict[str, str] | None = None) -> dic
     plugins = data.get("plugins", {}) if isinstance(data, dict) else None
     if not isinstance(plugins, dict) or not all(isinstance(v, dict) for v in plugins.values()):
         raise ConfigError(f"PLUGINS_CONFIG {path}: expected a mapping `plugins: {{name: {{...}}}}`")
-    try:
-        expanded = _expand_tree(plugins, environ)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"PLUGINS_CONFIG {path}: a variable expands to invalid YAML: {exc}") from exc
-    return {str(name): dict(values) for name, values in expanded.items()}
+    return {str(name): _expand_tree(dict(values), environ) for name, values in plugins.items()}
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -32,7 +32,6 @@ import socket
 import time
 from typing import Any
 
-from pydantic import BaseModel
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from saq.job import Job as Task
@@ -42,13 +41,13 @@ from saq.types import Context
 from saq.worker import Worker
 
 from capability_service.core.config import Settings
-from capability_service.jobs import keys
+from capability_service.jobs import keys, lifecycle
 from capability_service.jobs.errors import Unavailable
-from capability_service.jobs.models import ImageOutcome, ImageStatus, Job, JobStatus
+from capability_service.jobs.models import ImageOutcome, ImageStatus, Job
 from capability_service.jobs.pipeline import ImagePipeline
 from capability_service.jobs.redis_store import RedisJobStore, make_redis
 from capability_service.jobs.store import JobStoreUnavailable
-from capability_service.plugins.base import BasePlugin
+from capability_service.jobs.task import ImageTasks
 from capability_service.plugins.manager import PluginRegistry
 
 log = logging.getLogger(__name__)
@@ -160,18 +159,15 @@ class ImageWorker:
     def __init__(
         self,
         *,
-        store: RedisJobStore,
+        tasks: ImageTasks,
         queue: ImageQueue,
-        plugins: PluginRegistry,
-        pipeline: ImagePipeline,
         concurrency: int,
         heartbeat_seconds: int,
         shutdown_grace: float,
     ) -> None:
-        self.store = store
+        self.tasks = tasks
+        self.store = tasks.store
         self.queue = queue
-        self.plugins = plugins
-        self.pipeline = pipeline
         self.concurrency = concurrency
         self.heartbeat_seconds = heartbeat_seconds
         self.sweep_seconds = sweep_interval(heartbeat_seconds)
@@ -213,63 +209,16 @@ class ImageWorker:
             self._run = None
             log.info("image worker %s stopped", self.id)
 
-    async def process_image(self, ctx: Context, *, job_id: str, index: int) -> str:
+    async def process_image(self, ctx: Context, *, job_key: str, index: int) -> str:
         """One image of one job; the return value is the task's result in SAQ (for the record)."""
         task: Task = ctx["job"]
-        job = await self.store.get(job_id)
-        if job is None:
-            return "skipped: the job no longer exists"
-        if job.status.is_final:
-            return f"skipped: the job is already {job.status.value}"
-        if not 0 <= index < job.total:
-            return f"skipped: the job has no image {index}"
-        if job.images[index].is_final:
-            return f"skipped: image already {job.images[index].status.value}"
-        if job.cancel_requested:
-            # The API that took the cancel closes the job; this covers one that died before it could.
-            await self.store.finish(job_id, JobStatus.cancelled)
-            return "skipped: the job was cancelled"
-        if job.status is JobStatus.pending:
-            await self.store.mark_processing(job_id)
-        try:
-            plugin = self.plugins.get(job.plugin)
-            config = plugin.validate(job.type, job.config)
-        except (KeyError, ValueError) as exc:
-            # Accepted by an API instance whose plugins or settings differ from this worker's.
-            reason = f"this worker cannot run {job.plugin!r} {job.type!r} jobs: {exc}"
-            outcome = ImageOutcome(index=index, status=ImageStatus.failed, error=reason)
-            return await self._record(job_id, outcome)
-        await self.store.record_image(job_id, ImageOutcome(index=index, status=ImageStatus.processing))
         heartbeat = asyncio.create_task(self._beat(task), name=f"heartbeat-{task.key}")
         try:
-            outcome = await self._run_until_cancelled(job, index, plugin, config)
+            return await self.tasks.run(job_key, index)
         finally:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
-        return await self._record(job_id, outcome)
-
-    async def _record(self, job_id: str, outcome: ImageOutcome) -> str:
-        _snapshot, last = await self.store.record_image(job_id, outcome)
-        if last:
-            await self.store.finalize(job_id)
-        return outcome.status.value
-
-    async def _run_until_cancelled(self, job: Job, index: int, plugin: BasePlugin, config: BaseModel) -> ImageOutcome:
-        async with self.store.watch_cancel(job.job_id) as cancelled:
-            work = asyncio.create_task(self.pipeline.run(job, index, plugin, config), name=f"{job.job_id}:{index}")
-            stop = asyncio.create_task(cancelled.wait())
-            try:
-                await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                stop.cancel()
-                if not work.done():
-                    work.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await work
-        if work.cancelled():
-            return ImageOutcome(index=index, status=ImageStatus.cancelled, error="the job was cancelled")
-        return work.result()
 
     async def _beat(self, task: Task) -> None:
         pulse = max(0.5, self.heartbeat_seconds / 3)
@@ -296,52 +245,41 @@ class ImageWorker:
         """Fail the images whose task was given up, close jobs left open; returns the images failed."""
         failed = 0
         now = time.time()
-        for job_id in await self.store.live_job_ids():
-            job = await self.store.snapshot(job_id)
+        for key in await self.store.live_keys():
+            job = await self.store.snapshot(key)
             if job is None or job.status.is_final:
-                await self.store.forget_live(job_id)
-                continue
-            if job.cancel_requested:
-                await self.store.finish(job_id, JobStatus.cancelled)
+                await self.store.forget_live(key)
                 continue
             open_images = [image.index for image in job.images if not image.is_final]
-            if not open_images:
-                await self.store.finalize(job_id)
+            if job.cancel_requested or not open_images:
+                await lifecycle.close_when_done(self.store, key)
                 continue
-            tasks: list[Task | None] = await self.queue.jobs([keys.task_key(job_id, i) for i in open_images])
+            tasks: list[Task | None] = await self.queue.jobs([keys.task_key(key, i) for i in open_images])
             for index, task in zip(open_images, tasks, strict=True):
                 reason = _lost_reason(task, job, now)
                 if reason is None:
                     continue
-                log.warning("job %s image %d: %s", job_id, index, reason)
+                log.warning("job %s image %d: %s", job.job_id, index, reason)
                 outcome = ImageOutcome(index=index, status=ImageStatus.failed, error=reason)
-                _snapshot, last = await self.store.record_image(job_id, outcome)
+                _snapshot, last = await self.store.record_image(key, outcome)
                 failed += 1
                 if last:
-                    await self.store.finalize(job_id)
+                    await lifecycle.close_when_done(self.store, key)
         return failed
 
 
 class RedisDispatcher:
     """`Dispatcher` of the Redis mode: queues a task per image; optionally runs a worker in this process."""
 
-    def __init__(
-        self,
-        *,
-        settings: Settings,
-        store: RedisJobStore,
-        plugins: PluginRegistry,
-        pipeline: ImagePipeline,
-    ) -> None:
+    def __init__(self, *, settings: Settings, store: RedisJobStore, tasks: ImageTasks) -> None:
         self.settings = settings
         self.store = store
-        self.plugins = plugins
-        self.pipeline = pipeline
+        self.tasks = tasks
         # No socket timeout: an idle worker blocks on the queue for `DEQUEUE_TIMEOUT_SECONDS` at a time.
         self.queue = ImageQueue(
             make_redis(settings.redis_url, socket_timeout=None, client_class=QueueRedis), name=keys.QUEUE_NAME
         )
-        self.task_timeout = int(pipeline.image_timeout) + TASK_TIMEOUT_MARGIN_SECONDS
+        self.task_timeout = int(tasks.pipeline.image_timeout) + TASK_TIMEOUT_MARGIN_SECONDS
         self._accepting = False
         self._local: ImageWorker | None = None
         self._stats: dict[str, Any] = {}
@@ -351,10 +289,8 @@ class RedisDispatcher:
     def worker(self, concurrency: int) -> ImageWorker:
         """A worker of this process's queue, store, plugins and pipeline (not started)."""
         return ImageWorker(
-            store=self.store,
+            tasks=self.tasks,
             queue=self.queue,
-            plugins=self.plugins,
-            pipeline=self.pipeline,
             concurrency=concurrency,
             heartbeat_seconds=self.settings.job_heartbeat_seconds,
             shutdown_grace=self.settings.shutdown_grace_seconds,
@@ -378,42 +314,39 @@ class RedisDispatcher:
                 retry_after=QUEUE_FULL_RETRY_AFTER_SECONDS,
             )
         try:
-            await asyncio.gather(*(self._enqueue(job.job_id, index) for index in range(job.total)))
+            await asyncio.gather(*(self._enqueue(job.key, index) for index in range(job.total)))
         except Exception as exc:
             # Tasks queued before the failure find no job once the caller has deleted it, and do nothing.
             raise Unavailable(f"could not queue the job on Redis at {self.store.where}: {exc}", retry_after=5) from exc
 
-    async def _enqueue(self, job_id: str, index: int) -> None:
+    async def _enqueue(self, key: str, index: int) -> None:
         await self.queue.enqueue(
             TASK_FUNCTION,
-            key=keys.task_key(job_id, index),
+            key=keys.task_key(key, index),
             timeout=self.task_timeout,
             heartbeat=self.settings.job_heartbeat_seconds,
             retries=self.settings.job_max_attempts,
             retry_delay=RETRY_DELAY_SECONDS,
             ttl=TASK_RECORD_TTL_SECONDS,
-            job_id=job_id,
+            job_key=key,
             index=index,
         )
 
-    async def cancel(self, job_id: str, reason: str = "Cancelled") -> None:
-        """Close the job now (finished images are kept) and stop its queued and running tasks."""
-        job = await self.store.request_cancel(job_id)
+    async def cancel(self, key: str) -> None:
+        """Stop the queued and running tasks of a job the store has just closed as cancelled."""
+        job = await self.store.snapshot(key)
         if job is None:
             return
-        if not job.status.is_final:
-            message = f"{reason}: {job.succeeded} of {job.total} images finished before the job stopped"
-            job = await self.store.finish(job_id, JobStatus.cancelled, message) or job
         # Queued tasks are aborted now, so they never start. Running ones stop within milliseconds on the
         # store's cancel flag, which their worker follows over pub/sub; only a worker that missed it gets
         # an abort, a little later (SAQ applies aborts on its own 1 s poll, slower than the flag).
-        task_keys = [keys.task_key(job_id, index) for index in range(job.total)]
+        task_keys = [keys.task_key(key, index) for index in range(job.total)]
         try:
             await self._abort(task_keys, TaskStatus.QUEUED)
         except Exception as exc:
-            log.warning("could not abort the queued tasks of job %s: %s", job_id, exc)
+            log.warning("could not abort the queued tasks of job %s: %s", job.job_id, exc)
             return
-        straggler = asyncio.create_task(self._abort_stragglers(job_id, task_keys), name=f"abort-{job_id}")
+        straggler = asyncio.create_task(self._abort_stragglers(job.job_id, task_keys), name=f"abort-{key}")
         self._background.add(straggler)
         straggler.add_done_callback(self._background.discard)
 
@@ -480,5 +413,5 @@ def build_redis_backend(
 ) -> tuple[RedisJobStore, RedisDispatcher]:
     """The Redis mode's store and dispatcher (`JOB_BACKEND=redis`); nothing connects before first use."""
     store = RedisJobStore(settings.redis_url, ttl_seconds=settings.job_result_ttl_seconds)
-    dispatcher = RedisDispatcher(settings=settings, store=store, plugins=plugins, pipeline=pipeline)
-    return store, dispatcher
+    tasks = ImageTasks(store=store, plugins=plugins, pipeline=pipeline)
+    return store, RedisDispatcher(settings=settings, store=store, tasks=tasks)

@@ -18,16 +18,16 @@ class EventHub:
     def __init__(self) -> None:
         self._subscribers: dict[str, set[asyncio.Queue[Job]]] = defaultdict(set)
 
-    def publish(self, job: Job) -> None:
-        for queue in self._subscribers.get(job.job_id, ()):
+    def publish(self, key: str, job: Job) -> None:
+        for queue in self._subscribers.get(key, ()):
             if queue.full():
                 queue.get_nowait()
             queue.put_nowait(job)
 
     @asynccontextmanager
-    async def subscribe(self, job_id: str) -> AsyncIterator[AsyncIterator[Job]]:
+    async def subscribe(self, key: str) -> AsyncIterator[AsyncIterator[Job]]:
         queue: asyncio.Queue[Job] = asyncio.Queue(maxsize=SUBSCRIBER_BACKLOG)
-        self._subscribers[job_id].add(queue)
+        self._subscribers[key].add(queue)
 
         async def snapshots() -> AsyncIterator[Job]:
             while True:
@@ -37,13 +37,13 @@ class EventHub:
             yield snapshots()
         finally:
             # A disconnected client leaves nothing behind.
-            subscribers = self._subscribers.get(job_id)
+            subscribers = self._subscribers.get(key)
             if subscribers is not None:
                 subscribers.discard(queue)
                 if not subscribers:
-                    del self._subscribers[job_id]
+                    del self._subscribers[key]
 
-    def subscriber_count(self, job_id: str | None = None) -> int:
-        if job_id is not None:
-            return len(self._subscribers.get(job_id, ()))
+    def subscriber_count(self, key: str | None = None) -> int:
+        if key is not None:
+            return len(self._subscribers.get(key, ()))
         return sum(len(queues) for queues in self._subscribers.values())

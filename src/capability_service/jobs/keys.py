@@ -1,5 +1,8 @@
 """Every Redis key, channel and queue name of the Redis job mode, in one place.
 
+Jobs are named by `Job.key`, a hex digest of tenant and job id: no caller-chosen id reaches a key, so
+none can collide with another job's keys (an id ending in ":sources", say) or another tenant's.
+
 Our own keys all start with `PREFIX`. The task engine (SAQ) keeps its queue under `saq:<QUEUE_NAME>:*`
 and its task records under `saq:job:<QUEUE_NAME>:*`; those layouts are SAQ's, only the name is ours.
 """
@@ -22,26 +25,26 @@ RECONCILE_LOCK = f"{PREFIX}:lock:reconcile"
 
 # SAQ queue that carries one task per image.
 QUEUE_NAME = f"{PREFIX}-images"
-# Separates job id and image index in a task key; job ids cannot contain it (see the job id pattern).
+# Separates job key and image index in a task key; job keys are hex, so they never contain it.
 TASK_KEY_SEPARATOR = "#"
 
 
-def job_key(job_id: str) -> str:
-    return f"{JOB_PREFIX}{job_id}"
+def job_key(key: str) -> str:
+    return f"{JOB_PREFIX}{key}"
 
 
-def sources_key(job_id: str) -> str:
-    return f"{JOB_PREFIX}{job_id}{SOURCES_SUFFIX}"
+def sources_key(key: str) -> str:
+    return f"{JOB_PREFIX}{key}{SOURCES_SUFFIX}"
 
 
-def events_channel(job_id: str) -> str:
-    return f"{EVENTS_PREFIX}{job_id}"
+def events_channel(key: str) -> str:
+    return f"{EVENTS_PREFIX}{key}"
 
 
-def job_id_from_channel(channel: str) -> str:
+def key_from_channel(channel: str) -> str:
     return channel[len(EVENTS_PREFIX) :]
 
 
-def task_key(job_id: str, index: int) -> str:
+def task_key(key: str, index: int) -> str:
     """The task-engine key of one image: enqueueing it twice while it is pending or running is a no-op."""
-    return f"{job_id}{TASK_KEY_SEPARATOR}{index}"
+    return f"{key}{TASK_KEY_SEPARATOR}{index}"

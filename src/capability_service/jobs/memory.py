@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections import OrderedDict
+from collections import OrderedDict, defaultdict
 from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
+from capability_service.jobs import lifecycle
 from capability_service.jobs.events import EventHub
-from capability_service.jobs.models import ImageOutcome, ImageStatus, Job, JobStatus, summarize_source
+from capability_service.jobs.models import ImageOutcome, Job, JobStatus, summarize_source
 
 
 class MemoryJobStore:
     def __init__(self, *, ttl_seconds: float, max_jobs: int, clock: Callable[[], float] = time.time) -> None:
         self._jobs: OrderedDict[str, Job] = OrderedDict()
         self._hub = EventHub()
+        self._cancel_watchers: defaultdict[str, set[asyncio.Event]] = defaultdict(set)
+        self._locks: dict[str, float] = {}
         self._ttl = ttl_seconds
         self._max_jobs = max_jobs
         self._clock = clock
@@ -35,90 +39,118 @@ class MemoryJobStore:
         """
         now = self._clock()
         expired = [
-            job_id
-            for job_id, job in self._jobs.items()
-            if job.finished_at is not None and now - job.finished_at > self._ttl
+            key for key, job in self._jobs.items() if job.finished_at is not None and now - job.finished_at > self._ttl
         ]
-        for job_id in expired:
-            del self._jobs[job_id]
+        for key in expired:
+            del self._jobs[key]
         excess = len(self._jobs) - self._max_jobs
         if excess > 0:
-            for job_id in [jid for jid, job in self._jobs.items() if job.status.is_final][:excess]:
-                del self._jobs[job_id]
-                expired.append(job_id)
+            for key in [key for key, job in self._jobs.items() if job.status.is_final][:excess]:
+                del self._jobs[key]
+                expired.append(key)
         return len(expired)
 
     def _changed(self, job: Job) -> Job:
         job.version += 1
-        self._hub.publish(job.model_copy(deep=True))
-        return job.model_copy(deep=True)
+        snapshot = job.model_copy(deep=True)
+        snapshot.source_image_urls = [summarize_source(url) for url in job.source_image_urls]
+        self._hub.publish(job.key, snapshot)
+        if job.cancel_requested or job.status.is_final:
+            for event in self._cancel_watchers.get(job.key, ()):
+                event.set()
+        return snapshot
 
     async def create(self, job: Job) -> tuple[Job, bool]:
         # Expired jobs go in the engine's periodic sweep; here only the count cap is kept, so a submit
         # scans the store only when it is full.
         if len(self._jobs) >= self._max_jobs:
             self.evict()
-        existing = self._jobs.get(job.job_id)
+        existing = self._jobs.get(job.key)
         if existing is not None:
             return existing.model_copy(deep=True), False
-        self._jobs[job.job_id] = job.model_copy(deep=True)
-        return self._changed(self._jobs[job.job_id]), True
+        self._jobs[job.key] = job.model_copy(deep=True)
+        self._changed(self._jobs[job.key])
+        return self._jobs[job.key].model_copy(deep=True), True
 
-    async def get(self, job_id: str) -> Job | None:
-        job = self._jobs.get(job_id)
+    async def get(self, key: str) -> Job | None:
+        job = self._jobs.get(key)
         return job.model_copy(deep=True) if job is not None else None
 
-    async def delete(self, job_id: str) -> None:
-        self._jobs.pop(job_id, None)
+    async def snapshot(self, key: str) -> Job | None:
+        job = await self.get(key)
+        if job is not None:
+            job.source_image_urls = [summarize_source(url) for url in job.source_image_urls]
+        return job
 
-    async def mark_processing(self, job_id: str) -> Job | None:
-        job = self._jobs.get(job_id)
+    async def delete(self, key: str) -> None:
+        self._jobs.pop(key, None)
+
+    async def mark_processing(self, key: str) -> Job | None:
+        job = self._jobs.get(key)
         if job is None or job.status.is_final:
             return None
-        job.status = JobStatus.processing
-        job.started_at = job.started_at or self._clock()
-        job.message = f"Processing {job.total} images" if job.total > 1 else "Processing the image"
-        return self._changed(job)
+        if lifecycle.start(job, self._clock()):
+            self._changed(job)
+        return job.model_copy(deep=True)
 
-    async def update_image(self, job_id: str, outcome: ImageOutcome) -> Job | None:
-        job = self._jobs.get(job_id)
+    async def record_image(self, key: str, outcome: ImageOutcome) -> tuple[Job | None, bool]:
+        job = self._jobs.get(key)
         if job is None or job.status.is_final:
-            return None
-        job.images[outcome.index] = outcome.model_copy(deep=True)
-        if outcome.is_final:
-            job.message = f"Processed {job.processed} of {job.total} images"
-        return self._changed(job)
+            return None, False
+        changed, last = lifecycle.record_image(job, outcome)
+        return (self._changed(job) if changed else job.model_copy(deep=True)), last
 
-    async def finish(self, job_id: str, status: JobStatus, message: str | None = None) -> Job | None:
-        job = self._jobs.get(job_id)
+    async def finish(self, key: str, status: JobStatus, reason: str | None = None) -> Job | None:
+        job = self._jobs.get(key)
         if job is None:
             return None
-        if job.status.is_final:
-            return job.model_copy(deep=True)
-        for image in job.images:
-            if not image.is_final:
-                image.status = ImageStatus.cancelled
-                image.error = image.error or "cancelled before this image finished"
-        job.status = status
-        job.finished_at = self._clock()
-        job.started_at = job.started_at or job.finished_at
-        job.message = message or job.closing_message()
-        # Data URIs can be megabytes each; a finished job keeps only their summaries.
-        job.source_image_urls = [summarize_source(url) for url in job.source_image_urls]
-        return self._changed(job)
-
-    async def request_cancel(self, job_id: str) -> Job | None:
-        job = self._jobs.get(job_id)
-        if job is None:
-            return None
-        if not job.status.is_final and not job.cancel_requested:
-            job.cancel_requested = True
-            job.message = "Cancelling"
+        if lifecycle.close(job, status, reason, self._clock()):
             return self._changed(job)
         return job.model_copy(deep=True)
 
-    def subscribe(self, job_id: str) -> AbstractAsyncContextManager[AsyncIterator[Job]]:
-        return self._hub.subscribe(job_id)
+    async def request_cancel(self, key: str) -> Job | None:
+        job = self._jobs.get(key)
+        if job is None:
+            return None
+        if lifecycle.request_cancel(job):
+            return self._changed(job)
+        return job.model_copy(deep=True)
+
+    async def cancel_requested(self, key: str) -> bool:
+        job = self._jobs.get(key)
+        return job is None or job.cancel_requested or job.status.is_final
+
+    def subscribe(self, key: str) -> AbstractAsyncContextManager[AsyncIterator[Job]]:
+        return self._hub.subscribe(key)
+
+    @asynccontextmanager
+    async def watch_cancel(self, key: str) -> AsyncIterator[asyncio.Event]:
+        event = asyncio.Event()
+        self._cancel_watchers[key].add(event)
+        try:
+            if await self.cancel_requested(key):
+                event.set()
+            yield event
+        finally:
+            watchers = self._cancel_watchers.get(key)
+            if watchers is not None:
+                watchers.discard(event)
+                if not watchers:
+                    del self._cancel_watchers[key]
+
+    async def live_keys(self, limit: int = 1000) -> list[str]:
+        return [key for key, job in self._jobs.items() if not job.status.is_final][:limit]
+
+    async def forget_live(self, key: str) -> None:
+        # Liveness is read off each job's status here; there is no separate list to prune.
+        return None
+
+    async def try_lock(self, name: str, seconds: float) -> bool:
+        now = self._clock()
+        if self._locks.get(name, 0.0) > now:
+            return False
+        self._locks[name] = now + seconds
+        return True
 
     async def health(self) -> dict[str, Any]:
         return {

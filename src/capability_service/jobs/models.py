@@ -67,16 +67,30 @@ def payload_fingerprint(job_type: str, user_id: str | None, config: dict[str, An
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
+def job_key(tenant: str, job_id: str) -> str:
+    """The stores' name for a job: a digest of tenant and id.
+
+    Job ids are chosen by callers; a digest means no id can reach into another tenant's jobs or forge
+    the name of another key (a Redis key, a task key) by containing a separator.
+    """
+    return hashlib.sha256(f"{tenant}\x00{job_id}".encode()).hexdigest()[:32]
+
+
 class Job(BaseModel):
     job_id: str
+    # The tenant whose API key submitted the job; for every other tenant the job does not exist.
+    tenant: str = "default"
     user_id: str | None = None
     type: str
     plugin: str
     config: dict[str, Any]
     source_image_urls: list[str]
+    # Facts about each source known at submit time (e.g. the catalogue product it shows), merged into
+    # that image's result metadata; empty when there are none.
+    source_facts: list[dict[str, Any]] = Field(default_factory=list)
     fingerprint: str
     status: JobStatus = JobStatus.pending
-    message: str = "Queued"
+    message: str
     images: list[ImageOutcome]
     created_at: float = Field(default_factory=time.time)
     started_at: float | None = None
@@ -85,27 +99,9 @@ class Job(BaseModel):
     # Bumped on every change, so a stream can drop a snapshot it has already sent.
     version: int = 0
 
-    @classmethod
-    def new(
-        cls,
-        *,
-        job_id: str,
-        user_id: str | None,
-        job_type: str,
-        plugin: str,
-        config: dict[str, Any],
-        sources: list[str],
-    ) -> Job:
-        return cls(
-            job_id=job_id,
-            user_id=user_id,
-            type=job_type,
-            plugin=plugin,
-            config=config,
-            source_image_urls=sources,
-            fingerprint=payload_fingerprint(job_type, user_id, config, sources),
-            images=[ImageOutcome(index=i) for i in range(len(sources))],
-        )
+    @property
+    def key(self) -> str:
+        return job_key(self.tenant, self.job_id)
 
     @property
     def total(self) -> int:
@@ -141,17 +137,6 @@ class Job(BaseModel):
             return None
         end = self.finished_at if self.finished_at is not None else time.time()
         return int((end - self.started_at) * 1000)
-
-    def closing_message(self) -> str:
-        """The `message` of a job that has just finished, from its per-image outcomes."""
-        done, total, failed = self.succeeded, self.total, self.failed_count
-        if self.status is JobStatus.cancelled:
-            return f"Cancelled: {done} of {total} images finished before the cancel"
-        if done == 0:
-            return f"Failed: all {total} images failed" if total > 1 else "Failed: the image failed"
-        if failed:
-            return f"Completed with {failed} of {total} images failed"
-        return f"Completed: {total} of {total} images processed"
 
     def status_view(self) -> dict[str, Any]:
         return {

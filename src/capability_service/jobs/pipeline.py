@@ -76,6 +76,7 @@ class ImagePipeline:
             result_url=stored.url,
             result_key=stored.key,
             metadata={
+                **(job.source_facts[index] if index < len(job.source_facts) else {}),
                 **result.metadata,
                 "format": result.format,
                 "width": result.width,

@@ -31,7 +31,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ReadOnlyError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from capability_service.jobs import keys
+from capability_service.jobs import keys, lifecycle
 from capability_service.jobs.models import ImageOutcome, ImageStatus, Job, JobStatus, summarize_source
 from capability_service.jobs.store import JobStoreUnavailable
 
@@ -59,7 +59,7 @@ local function announce(key, channel)
 end
 """
 
-# KEYS: job, sources, live. ARGV: ttl, sources json, created_at, job id, live?, channel, field/value pairs.
+# KEYS: job, sources, live. ARGV: ttl, sources json, created_at, job key, live?, channel, field/value pairs.
 _CREATE = (
     _LUA_PRELUDE
     + """
@@ -73,21 +73,16 @@ return 1
 """
 )
 
-# KEYS: job, sources. ARGV: now, live ttl, channel.
+# KEYS: job, sources. ARGV: now, live ttl, channel, message (`lifecycle.processing_message`).
 _MARK_PROCESSING = (
     _LUA_PRELUDE
     + """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status or is_final(status) then return false end
 if status == 'pending' then
-  local total = tonumber(redis.call('HGET', KEYS[1], 'total'))
   redis.call('HSET', KEYS[1], 'status', 'processing')
   redis.call('HSETNX', KEYS[1], 'started_at', ARGV[1])
-  if redis.call('HGET', KEYS[1], 'cancel') ~= '1' then
-    local message = 'Processing the image'
-    if total > 1 then message = 'Processing ' .. total .. ' images' end
-    redis.call('HSET', KEYS[1], 'message', message)
-  end
+  if redis.call('HGET', KEYS[1], 'cancel') ~= '1' then redis.call('HSET', KEYS[1], 'message', ARGV[4]) end
   announce(KEYS[1], ARGV[3])
 end
 redis.call('EXPIRE', KEYS[1], ARGV[2])
@@ -96,7 +91,8 @@ return redis.call('HGETALL', KEYS[1])
 """
 )
 
-# KEYS: job, sources. ARGV: index, outcome json, final?, processed?, succeeded?, live ttl, channel.
+# KEYS: job, sources. ARGV: index, outcome json, final?, processed?, succeeded?, live ttl, channel,
+# progress template (`lifecycle.PROGRESS_TEMPLATE`, formatted with the processed and total counts).
 # Returns {1 if this outcome was the job's last unfinished image, the job's fields}.
 _UPDATE_IMAGE = (
     _LUA_PRELUDE
@@ -112,8 +108,8 @@ if ARGV[3] == '1' then
   if ARGV[4] == '1' then redis.call('HINCRBY', KEYS[1], 'processed', 1) end
   if ARGV[5] == '1' then redis.call('HINCRBY', KEYS[1], 'succeeded', 1) end
   local total = tonumber(redis.call('HGET', KEYS[1], 'total'))
-  local processed = redis.call('HGET', KEYS[1], 'processed')
-  redis.call('HSET', KEYS[1], 'message', 'Processed ' .. processed .. ' of ' .. total .. ' images')
+  local processed = tonumber(redis.call('HGET', KEYS[1], 'processed'))
+  redis.call('HSET', KEYS[1], 'message', string.format(ARGV[8], processed, total))
   if done == total then last = 1 end
 elseif redis.call('HEXISTS', KEYS[1], done_field) == 1 then
   return {0, redis.call('HGETALL', KEYS[1])}
@@ -126,7 +122,7 @@ return {last, redis.call('HGETALL', KEYS[1])}
 """
 )
 
-# KEYS: job, sources, live. ARGV: expected version, status, message, finished_at, ttl, channel, job id,
+# KEYS: job, sources, live. ARGV: expected version, status, message, finished_at, ttl, channel, job key,
 # field/value pairs (the outcomes of unfinished images). Returns {-1} when the job changed meanwhile.
 _FINISH = (
     _LUA_PRELUDE
@@ -149,7 +145,7 @@ return {1, redis.call('HGETALL', KEYS[1])}
 """
 )
 
-# KEYS: job. ARGV: channel.
+# KEYS: job. ARGV: channel, message (`lifecycle.CANCELLING`).
 _REQUEST_CANCEL = (
     _LUA_PRELUDE
     + """
@@ -158,7 +154,7 @@ if not status then return false end
 if is_final(status) or redis.call('HGET', KEYS[1], 'cancel') == '1' then
   return {0, redis.call('HGETALL', KEYS[1])}
 end
-redis.call('HSET', KEYS[1], 'cancel', '1', 'message', 'Cancelling')
+redis.call('HSET', KEYS[1], 'cancel', '1', 'message', ARGV[2])
 announce(KEYS[1], ARGV[1])
 return {1, redis.call('HGETALL', KEYS[1])}
 """
@@ -201,6 +197,7 @@ def _spec(job: Job) -> str:
     return json.dumps(
         {
             "job_id": job.job_id,
+            "tenant": job.tenant,
             "user_id": job.user_id,
             "type": job.type,
             "plugin": job.plugin,
@@ -208,6 +205,7 @@ def _spec(job: Job) -> str:
             "fingerprint": job.fingerprint,
             "created_at": job.created_at,
             "sources": [summarize_source(url) for url in job.source_image_urls],
+            "source_facts": job.source_facts,
         },
         separators=(",", ":"),
     )
@@ -227,11 +225,13 @@ def job_from_fields(fields: dict[str, str], sources: list[str] | None = None) ->
     finished_at = fields.get("finished_at")
     return Job(
         job_id=spec["job_id"],
+        tenant=spec["tenant"],
         user_id=spec["user_id"],
         type=spec["type"],
         plugin=spec["plugin"],
         config=spec["config"],
         source_image_urls=sources if sources is not None else spec["sources"],
+        source_facts=spec["source_facts"],
         fingerprint=spec["fingerprint"],
         status=JobStatus(fields["status"]),
         message=fields["message"],
@@ -279,23 +279,19 @@ class _EventRouter:
     def connected(self) -> bool:
         return self._ready.is_set()
 
-    def attach(
-        self, job_id: str, *, queue: asyncio.Queue[Job] | None = None, event: asyncio.Event | None = None
-    ) -> None:
+    def attach(self, key: str, *, queue: asyncio.Queue[Job] | None = None, event: asyncio.Event | None = None) -> None:
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._listen(), name="job-events")
-        channel = self._channels.setdefault(job_id, _JobChannel())
+        channel = self._channels.setdefault(key, _JobChannel())
         if queue is not None:
             channel.queues.add(queue)
         if event is not None:
             channel.cancel_events.add(event)
         if channel.pump is None:
-            channel.pump = asyncio.create_task(self._pump(job_id, channel), name=f"job-events-{job_id}")
+            channel.pump = asyncio.create_task(self._pump(key, channel), name=f"job-events-{key}")
 
-    def detach(
-        self, job_id: str, *, queue: asyncio.Queue[Job] | None = None, event: asyncio.Event | None = None
-    ) -> None:
-        channel = self._channels.get(job_id)
+    def detach(self, key: str, *, queue: asyncio.Queue[Job] | None = None, event: asyncio.Event | None = None) -> None:
+        channel = self._channels.get(key)
         if channel is None:
             return
         if queue is not None:
@@ -303,7 +299,7 @@ class _EventRouter:
         if event is not None:
             channel.cancel_events.discard(event)
         if channel.empty:
-            del self._channels[job_id]
+            del self._channels[key]
             if channel.pump is not None:
                 channel.pump.cancel()
 
@@ -353,7 +349,7 @@ class _EventRouter:
             channel.wake.set()
 
     def _route(self, channel_name: str, data: str) -> None:
-        channel = self._channels.get(keys.job_id_from_channel(channel_name))
+        channel = self._channels.get(keys.key_from_channel(channel_name))
         if channel is None:
             return
         _version, status, cancel = [*data.split("|"), "", ""][:3]
@@ -363,17 +359,17 @@ class _EventRouter:
         if channel.queues:
             channel.wake.set()
 
-    async def _pump(self, job_id: str, channel: _JobChannel) -> None:
+    async def _pump(self, key: str, channel: _JobChannel) -> None:
         while True:
             await channel.wake.wait()
             channel.wake.clear()
             try:
-                job = await self._fetch(job_id)
+                job = await self._fetch(key)
             except Exception as exc:
                 # Whatever went wrong (Redis down, out of memory, a malformed record), the pump must live
                 # on, or its subscribers would only get heartbeats until they give up.
                 if not isinstance(exc, JobStoreUnavailable):
-                    log.warning("reading job %s for its subscribers failed: %r", job_id, exc)
+                    log.warning("reading job %s for its subscribers failed: %r", key, exc)
                 await asyncio.sleep(0.5)
                 channel.wake.set()
                 continue
@@ -456,28 +452,28 @@ class RedisJobStore:
         ttl = self._ttl if job.status.is_final else self._live_ttl
         with self._guard():
             created = await self._create(
-                keys=[keys.job_key(job.job_id), keys.sources_key(job.job_id), keys.LIVE_JOBS],
+                keys=[keys.job_key(job.key), keys.sources_key(job.key), keys.LIVE_JOBS],
                 args=[
                     ttl,
                     json.dumps(job.source_image_urls),
                     job.created_at,
-                    job.job_id,
+                    job.key,
                     "0" if job.status.is_final else "1",
-                    keys.events_channel(job.job_id),
+                    keys.events_channel(job.key),
                     *pairs,
                 ],
             )
-        stored = await self.get(job.job_id)
+        stored = await self.get(job.key)
         if stored is None:
             # Expired or deleted between the two calls: the caller may simply submit again.
             raise JobStoreUnavailable(f"job {job.job_id!r} vanished from Redis while being created")
         return stored, bool(created)
 
-    async def get(self, job_id: str) -> Job | None:
+    async def get(self, key: str) -> Job | None:
         with self._guard():
             async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.hgetall(keys.job_key(job_id))
-                pipe.get(keys.sources_key(job_id))
+                pipe.hgetall(keys.job_key(key))
+                pipe.get(keys.sources_key(key))
                 raw_fields, raw_sources = await pipe.execute()
         if not raw_fields:
             return None
@@ -485,32 +481,42 @@ class RedisJobStore:
         sources = json.loads(raw_sources) if raw_sources is not None else None
         return job_from_fields(fields, sources)
 
-    async def snapshot(self, job_id: str) -> Job | None:
+    async def snapshot(self, key: str) -> Job | None:
         """The job with source summaries instead of the sources: cheap enough for every event."""
         with self._guard():
-            raw_fields = await self._redis.hgetall(keys.job_key(job_id))
+            raw_fields = await self._redis.hgetall(keys.job_key(key))
         if not raw_fields:
             return None
         return job_from_fields({_text(k): _text(v) for k, v in raw_fields.items()})
 
-    async def delete(self, job_id: str) -> None:
+    async def delete(self, key: str) -> None:
         with self._guard():
             async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.delete(keys.job_key(job_id), keys.sources_key(job_id))
-                pipe.zrem(keys.LIVE_JOBS, job_id)
+                pipe.delete(keys.job_key(key), keys.sources_key(key))
+                pipe.zrem(keys.LIVE_JOBS, key)
                 await pipe.execute()
 
-    async def mark_processing(self, job_id: str) -> Job | None:
+    async def _total(self, key: str) -> int:
+        with self._guard():
+            total = await self._redis.hget(keys.job_key(key), "total")
+        return int(total) if total is not None else 0
+
+    async def mark_processing(self, key: str) -> Job | None:
         with self._guard():
             result = await self._mark_processing(
-                keys=[keys.job_key(job_id), keys.sources_key(job_id)],
-                args=[repr(time.time()), self._live_ttl, keys.events_channel(job_id)],
+                keys=[keys.job_key(key), keys.sources_key(key)],
+                args=[
+                    repr(time.time()),
+                    self._live_ttl,
+                    keys.events_channel(key),
+                    lifecycle.processing_message(await self._total(key)),
+                ],
             )
         if result is None:
             return None
-        return await self.get(job_id)
+        return await self.get(key)
 
-    async def record_image(self, job_id: str, outcome: ImageOutcome) -> tuple[Job | None, bool]:
+    async def record_image(self, key: str, outcome: ImageOutcome) -> tuple[Job | None, bool]:
         """Record one image's outcome; True when it was the job's last unfinished image.
 
         Exactly one caller gets True for a job, so exactly one finalises it. A final outcome is
@@ -519,7 +525,7 @@ class RedisJobStore:
         final = outcome.is_final
         with self._guard():
             result = await self._update_image(
-                keys=[keys.job_key(job_id), keys.sources_key(job_id)],
+                keys=[keys.job_key(key), keys.sources_key(key)],
                 args=[
                     outcome.index,
                     outcome.model_dump_json(),
@@ -527,22 +533,19 @@ class RedisJobStore:
                     "1" if outcome.status in (ImageStatus.succeeded, ImageStatus.failed) else "0",
                     "1" if outcome.status is ImageStatus.succeeded else "0",
                     self._live_ttl,
-                    keys.events_channel(job_id),
+                    keys.events_channel(key),
+                    lifecycle.PROGRESS_TEMPLATE,
                 ],
             )
         if result is None:
             return None, False
         return job_from_fields(_fields(result[1])), bool(result[0])
 
-    async def update_image(self, job_id: str, outcome: ImageOutcome) -> Job | None:
-        job, _last = await self.record_image(job_id, outcome)
-        return job
-
-    async def finish(self, job_id: str, status: JobStatus, message: str | None = None) -> Job | None:
+    async def finish(self, key: str, status: JobStatus, reason: str | None = None) -> Job | None:
         # Optimistic: compute the closing message from a snapshot, apply it only if nothing changed since.
         # Each retry follows an image update, so this ends after at most a few rounds per image.
         while True:
-            job = await self.snapshot(job_id)
+            job = await self.snapshot(key)
             if job is None:
                 return None
             if job.status.is_final:
@@ -550,25 +553,18 @@ class RedisJobStore:
             pending_fields: list[str] = []
             for image in job.images:
                 if not image.is_final:
-                    stopped = image.model_copy(
-                        update={
-                            "status": ImageStatus.cancelled,
-                            "error": image.error or "cancelled before this image finished",
-                        }
-                    )
-                    pending_fields += [f"img:{image.index}", stopped.model_dump_json()]
-            closing = job.model_copy(update={"status": status})
+                    pending_fields += [f"img:{image.index}", lifecycle.stopped_image(image).model_dump_json()]
             with self._guard():
                 result = await self._finish(
-                    keys=[keys.job_key(job_id), keys.sources_key(job_id), keys.LIVE_JOBS],
+                    keys=[keys.job_key(key), keys.sources_key(key), keys.LIVE_JOBS],
                     args=[
                         job.version,
                         status.value,
-                        message or closing.closing_message(),
+                        lifecycle.closing_message(job, status, reason),
                         repr(time.time()),
                         self._ttl,
-                        keys.events_channel(job_id),
-                        job_id,
+                        keys.events_channel(key),
+                        key,
                         *pending_fields,
                     ],
                 )
@@ -578,35 +574,28 @@ class RedisJobStore:
                 continue
             return job_from_fields(_fields(result[1]))
 
-    async def finalize(self, job_id: str) -> Job | None:
-        """Close a job whose images are all final: cancelled if asked, else completed or failed."""
-        job = await self.snapshot(job_id)
-        if job is None or job.status.is_final:
-            return job
-        if job.cancel_requested:
-            return await self.finish(job_id, JobStatus.cancelled)
-        return await self.finish(job_id, JobStatus.completed if job.succeeded else JobStatus.failed)
-
-    async def request_cancel(self, job_id: str) -> Job | None:
+    async def request_cancel(self, key: str) -> Job | None:
         with self._guard():
-            result = await self._request_cancel(keys=[keys.job_key(job_id)], args=[keys.events_channel(job_id)])
+            result = await self._request_cancel(
+                keys=[keys.job_key(key)], args=[keys.events_channel(key), lifecycle.CANCELLING]
+            )
         if result is None:
             return None
         return job_from_fields(_fields(result[1]))
 
-    async def cancel_requested(self, job_id: str) -> bool:
+    async def cancel_requested(self, key: str) -> bool:
         """True when the job is gone, final or asked to cancel: its images should stop."""
         with self._guard():
-            status, cancel = await self._redis.hmget(keys.job_key(job_id), ["status", "cancel"])
+            status, cancel = await self._redis.hmget(keys.job_key(key), ["status", "cancel"])
         return status is None or _text(status) in FINAL_STATUS_VALUES or (cancel is not None and _text(cancel) == "1")
 
-    def subscribe(self, job_id: str) -> AbstractAsyncContextManager[AsyncIterator[Job]]:
-        return self._subscribe(job_id)
+    def subscribe(self, key: str) -> AbstractAsyncContextManager[AsyncIterator[Job]]:
+        return self._subscribe(key)
 
     @asynccontextmanager
-    async def _subscribe(self, job_id: str) -> AsyncIterator[AsyncIterator[Job]]:
+    async def _subscribe(self, key: str) -> AsyncIterator[AsyncIterator[Job]]:
         queue: asyncio.Queue[Job] = asyncio.Queue(maxsize=SUBSCRIBER_BACKLOG)
-        self._events.attach(job_id, queue=queue)
+        self._events.attach(key, queue=queue)
 
         async def snapshots() -> AsyncIterator[Job]:
             while True:
@@ -616,30 +605,30 @@ class RedisJobStore:
             await self._events.wait_ready()
             yield snapshots()
         finally:
-            self._events.detach(job_id, queue=queue)
+            self._events.detach(key, queue=queue)
 
     @asynccontextmanager
-    async def watch_cancel(self, job_id: str) -> AsyncIterator[asyncio.Event]:
+    async def watch_cancel(self, key: str) -> AsyncIterator[asyncio.Event]:
         """An event set (within a pub/sub round trip) once the job is cancelled, finished or gone."""
         event = asyncio.Event()
-        self._events.attach(job_id, event=event)
+        self._events.attach(key, event=event)
         try:
             await self._events.wait_ready()
-            if await self.cancel_requested(job_id):
+            if await self.cancel_requested(key):
                 event.set()
             yield event
         finally:
-            self._events.detach(job_id, event=event)
+            self._events.detach(key, event=event)
 
-    async def live_job_ids(self, limit: int = 1000) -> list[str]:
+    async def live_keys(self, limit: int = 1000) -> list[str]:
         """Ids of jobs not final yet, oldest first."""
         with self._guard():
             members = await self._redis.zrange(keys.LIVE_JOBS, 0, limit - 1)
         return [_text(member) for member in members if isinstance(member, (bytes, str))]
 
-    async def forget_live(self, job_id: str) -> None:
+    async def forget_live(self, key: str) -> None:
         with self._guard():
-            await self._redis.zrem(keys.LIVE_JOBS, job_id)
+            await self._redis.zrem(keys.LIVE_JOBS, key)
 
     async def try_lock(self, name: str, seconds: float) -> bool:
         """Take a lock that expires by itself; False when someone else holds it."""

@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Any, Protocol
 
-from pydantic import ValidationError
-
+from capability_service.jobs import lifecycle
 from capability_service.jobs.errors import InvalidSubmission, JobConflict, JobNotFound, Unavailable
-from capability_service.jobs.models import Job
+from capability_service.jobs.models import Job, job_key
 from capability_service.jobs.store import JobStore
-from capability_service.plugins.base import PluginDisabled
+from capability_service.plugins.base import InvalidConfig, OperationUnavailable, PluginDisabled
 from capability_service.plugins.manager import PluginRegistry
-
-# Which plugin runs each job type of the job API.
-JOB_TYPE_PLUGINS = {
-    "background_replacement": "ai-playground",
-    "batch_optimization": "ai-playground",
-    "image_enhancement": "ai-playground",
-}
 
 
 class Dispatcher(Protocol):
@@ -30,7 +21,9 @@ class Dispatcher(Protocol):
 
     async def dispatch(self, job: Job) -> None: ...
 
-    async def cancel(self, job_id: str, reason: str = "Cancelled") -> None: ...
+    async def cancel(self, key: str) -> None:
+        """Engine-side clean-up once the store has closed a job as cancelled (e.g. drop queued tasks)."""
+        ...
 
     async def start(self) -> None: ...
 
@@ -43,13 +36,6 @@ class Dispatcher(Protocol):
         ...
 
 
-def first_validation_error(exc: ValidationError, prefix: str) -> InvalidSubmission:
-    error = exc.errors()[0]
-    loc = ".".join(str(part) for part in error["loc"])
-    field = f"{prefix}.{loc}" if loc else prefix
-    return InvalidSubmission(field, error["msg"])
-
-
 class JobService:
     def __init__(self, *, store: JobStore, plugins: PluginRegistry, dispatcher: Dispatcher, max_images: int) -> None:
         self.store = store
@@ -57,19 +43,21 @@ class JobService:
         self.dispatcher = dispatcher
         self.max_images = max_images
 
-    async def submit(
+    def prepare(
         self,
         *,
         job_id: str | None,
+        tenant: str,
         user_id: str | None,
         job_type: str,
         config: dict[str, Any],
         sources: list[str],
-    ) -> tuple[Job, bool]:
-        """Validate and store a job, then hand it on; returns (job, created). Never waits for work."""
-        plugin_name = JOB_TYPE_PLUGINS.get(job_type)
-        if plugin_name is None or plugin_name not in self.plugins:
-            known = ", ".join(sorted(JOB_TYPE_PLUGINS))
+        source_facts: list[dict[str, Any]] | None = None,
+    ) -> Job:
+        """Validate a submission into a new job (nothing stored yet); raises `InvalidSubmission`/`Unavailable`."""
+        plugin = self.plugins.for_job_type(job_type)
+        if plugin is None:
+            known = ", ".join(self.plugins.job_types())
             raise InvalidSubmission("type", f"unknown job type {job_type!r}; expected one of: {known}")
         if not sources:
             raise InvalidSubmission("source_image_urls", "at least one source image is required")
@@ -78,30 +66,28 @@ class JobService:
                 "source_image_urls",
                 f"{len(sources)} images is more than the limit of {self.max_images} per job",
             )
-        plugin = self.plugins.get(plugin_name)
         try:
-            plugin.ensure_enabled()
-        except PluginDisabled as exc:
+            parsed = plugin.prepare(job_type, config)
+        except InvalidConfig as exc:
+            raise InvalidSubmission(f"config.{exc.field}" if exc.field else "config", exc.reason) from None
+        except (PluginDisabled, OperationUnavailable) as exc:
             raise Unavailable(str(exc)) from None
-        try:
-            parsed = plugin.validate(job_type, config)
-        except ValidationError as exc:
-            raise first_validation_error(exc, "config") from None
-        reason = plugin.operation_unavailable(job_type, parsed)
-        if reason:
-            raise Unavailable(reason)
-
-        job = Job.new(
-            job_id=job_id or uuid.uuid4().hex,
+        return lifecycle.new_job(
+            job_id=job_id,
+            tenant=tenant,
             user_id=user_id,
             job_type=job_type,
-            plugin=plugin_name,
+            plugin=plugin.name,
             # The validated config: unknown fields are dropped and defaults filled in, so what the result
             # echoes is what ran, and two submissions meaning the same thing share a fingerprint.
             config=parsed.model_dump(mode="json", by_alias=True),
             sources=sources,
+            source_facts=source_facts,
         )
-        existing = await self.store.get(job.job_id)
+
+    async def submit(self, job: Job) -> tuple[Job, bool]:
+        """Store a prepared job and hand it on; returns (job, created). Never waits for work."""
+        existing = await self.store.snapshot(job.key)
         if existing is not None:
             return self._replay(existing, job), False
         self.dispatcher.check_capacity()
@@ -112,7 +98,7 @@ class JobService:
             await self.dispatcher.dispatch(stored)
         except Unavailable:
             # Forget the job, so the same submission can be retried once there is room.
-            await self.store.delete(stored.job_id)
+            await self.store.delete(stored.key)
             raise
         return stored, True
 
@@ -124,17 +110,17 @@ class JobService:
             )
         return existing
 
-    async def get(self, job_id: str, user_id: str | None) -> Job:
-        job = await self.store.get(job_id)
+    async def get(self, tenant: str, job_id: str, user_id: str | None) -> Job:
+        job = await self.store.snapshot(job_key(tenant, job_id))
         # Another user's job is indistinguishable from a missing one.
         if job is None or (user_id is not None and job.user_id != user_id):
             raise JobNotFound(f"job {job_id!r} not found")
         return job
 
-    async def cancel(self, job_id: str, user_id: str | None) -> Job:
-        job = await self.get(job_id, user_id)
+    async def cancel(self, tenant: str, job_id: str, user_id: str | None) -> Job:
+        job = await self.get(tenant, job_id, user_id)
         if job.status.is_final:
             raise JobConflict(f"job {job_id!r} has already finished ({job.status.value}); nothing to cancel")
-        await self.store.request_cancel(job_id)
-        await self.dispatcher.cancel(job_id)
-        return await self.get(job_id, user_id)
+        await lifecycle.cancel(self.store, job.key)
+        await self.dispatcher.cancel(job.key)
+        return await self.get(tenant, job_id, user_id)

@@ -1,11 +1,13 @@
-"""The job store and event bus interface: the in-memory and Redis modes both implement it.
+"""The job store and event bus interface: the in-memory and Redis stores both implement all of it.
 
-Every change goes through one of these methods and is published to the job's subscribers as a
-snapshot, so the HTTP layer never polls.
+Every change goes through one of these methods, follows the rules of `jobs.lifecycle`, and is published
+to the job's subscribers as a snapshot, so the HTTP layer never polls. One test suite
+(`tests/jobs/test_store_contract.py`) runs against both stores.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
@@ -18,34 +20,69 @@ class JobStoreUnavailable(Exception):
 
 
 class JobStore(Protocol):
+    """Jobs by `Job.key` (a digest of tenant and job id, so no caller-chosen id names another's job)."""
+
     async def create(self, job: Job) -> tuple[Job, bool]:
-        """Store a new job atomically; if the id exists, return the stored job and False."""
+        """Store a new job atomically; if its key exists, return the stored job and False."""
         ...
 
-    async def get(self, job_id: str) -> Job | None: ...
+    async def get(self, key: str) -> Job | None:
+        """The job with its full sources while it is live (summaries once it is final)."""
+        ...
 
-    async def delete(self, job_id: str) -> None:
+    async def snapshot(self, key: str) -> Job | None:
+        """The job with source summaries instead of the sources: cheap enough for every event."""
+        ...
+
+    async def delete(self, key: str) -> None:
         """Forget a job that could not be queued."""
         ...
 
-    async def mark_processing(self, job_id: str) -> Job | None:
+    async def mark_processing(self, key: str) -> Job | None:
         """pending -> processing (sets started_at); None if the job is gone or already final."""
         ...
 
-    async def update_image(self, job_id: str, outcome: ImageOutcome) -> Job | None:
-        """Record one image's state; ignored (None) once the job is final."""
+    async def record_image(self, key: str, outcome: ImageOutcome) -> tuple[Job | None, bool]:
+        """Record one image's state; True when it was the job's last unfinished image.
+
+        Ignored (None) once the job is final. A final outcome is kept: later outcomes of the same image
+        (a retry, a duplicate run) are ignored, so exactly one caller gets True for a job.
+        """
         ...
 
-    async def finish(self, job_id: str, status: JobStatus, message: str | None = None) -> Job | None:
-        """Move the job to a final status; unfinished images become cancelled. Idempotent."""
+    async def finish(self, key: str, status: JobStatus, reason: str | None = None) -> Job | None:
+        """Move the job to a final status; unfinished images become cancelled. Idempotent.
+
+        The message comes from `lifecycle.closing_message` on the job as it is when it closes.
+        """
         ...
 
-    async def request_cancel(self, job_id: str) -> Job | None:
-        """Flag the job for cancellation and publish it; the engine running it stops it."""
+    async def request_cancel(self, key: str) -> Job | None:
+        """Flag the job for cancellation and publish it; its running images stop on the flag."""
         ...
 
-    def subscribe(self, job_id: str) -> AbstractAsyncContextManager[AsyncIterator[Job]]:
+    async def cancel_requested(self, key: str) -> bool:
+        """True when the job is gone, final or asked to cancel: its images should stop."""
+        ...
+
+    def subscribe(self, key: str) -> AbstractAsyncContextManager[AsyncIterator[Job]]:
         """Snapshots of the job after each change, from now on, until the context exits."""
+        ...
+
+    def watch_cancel(self, key: str) -> AbstractAsyncContextManager[asyncio.Event]:
+        """An event that is set once the job is asked to cancel, finishes or disappears."""
+        ...
+
+    async def live_keys(self, limit: int = 1000) -> list[str]:
+        """Keys of jobs not final yet, oldest first."""
+        ...
+
+    async def forget_live(self, key: str) -> None:
+        """Drop a job from the live list (it ended or vanished)."""
+        ...
+
+    async def try_lock(self, name: str, seconds: float) -> bool:
+        """Take a lock that expires by itself; False when someone else holds it."""
         ...
 
     async def health(self) -> dict[str, Any]: ...

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar, ParamSpec, Protocol, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic.alias_generators import to_camel
 
 from capability_service.core.config import Settings
@@ -58,6 +58,17 @@ class PluginHealth:
     detail: str | None = None
 
 
+class PluginOptions(BaseModel):
+    """A plugin's settings from `config/plugins.yaml`; plugins with more settings subclass it.
+
+    Values may come from `${VAR}` expansion as text: pydantic reads "false" or "3" as the field's type.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = True
+
+
 @dataclass(slots=True)
 class PluginDeps:
     """Long-lived, shared services handed to plugins at start-up."""
@@ -69,6 +80,25 @@ class PluginDeps:
 
 class PluginDisabled(Exception):
     """The plugin is switched off or lacks what it needs; the message is the reason (503)."""
+
+
+class OperationUnavailable(Exception):
+    """The operation cannot run with this config here and now (e.g. no AI key); the message says why (503)."""
+
+
+class InvalidConfig(Exception):
+    """An operation's config is malformed (400); `field` names the offending field."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}" if field else reason)
+        self.field = field
+        self.reason = reason
+
+    @classmethod
+    def from_validation(cls, exc: ValidationError) -> InvalidConfig:
+        """The first problem pydantic found, with its field path (`maxSize`, `background.colour`)."""
+        error = exc.errors()[0]
+        return cls(".".join(str(part) for part in error["loc"]), error["msg"])
 
 
 class BasePlugin(ABC):
@@ -83,10 +113,13 @@ class BasePlugin(ABC):
     processing_mode: ClassVar[ProcessingMode]
     # operation name -> the pydantic model of its config
     config_models: ClassVar[Mapping[str, type[BaseModel]]]
+    options_model: ClassVar[type[PluginOptions]] = PluginOptions
 
     def __init__(self, deps: PluginDeps) -> None:
+        """Raises pydantic's `ValidationError` when the plugin's settings are invalid."""
         self.deps = deps
-        self.enabled = bool(deps.options.get("enabled", True))
+        self.options = self.options_model.model_validate(deps.options)
+        self.enabled = self.options.enabled
 
     @property
     def disabled_reason(self) -> str | None:
@@ -107,6 +140,22 @@ class BasePlugin(ABC):
     def operation_unavailable(self, operation: str, config: BaseModel) -> str | None:
         """Why this operation cannot run with this config right now (e.g. no AI key), else None."""
         return None
+
+    def prepare(self, operation: str, config: Mapping[str, Any]) -> BaseModel:
+        """The one way in for a request, job or synchronous: enabled, config valid, runnable here.
+
+        Raises `PluginDisabled`, `InvalidConfig` or `OperationUnavailable`, which the API maps to 503,
+        400 and 503.
+        """
+        self.ensure_enabled()
+        try:
+            parsed = self.validate(operation, config)
+        except ValidationError as exc:
+            raise InvalidConfig.from_validation(exc) from None
+        reason = self.operation_unavailable(operation, parsed)
+        if reason:
+            raise OperationUnavailable(reason)
+        return parsed
 
     @abstractmethod
     async def process(self, operation: str, config: BaseModel, source: bytes, ctx: ProcessContext) -> EncodedImage:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from capability_service.core.config import Settings
-from capability_service.plugins.base import BasePlugin, PluginDeps
+from pydantic import ValidationError
+
+from capability_service.core.config import ConfigError, Settings
+from capability_service.plugins.base import BasePlugin, PluginDeps, ProcessingMode
 from capability_service.providers.base import ImageEditProvider
 
 
@@ -20,6 +22,21 @@ class PluginRegistry:
 
     def get(self, name: str) -> BasePlugin:
         return self._plugins[name]
+
+    def for_job_type(self, job_type: str) -> BasePlugin | None:
+        """The plugin that runs jobs of this type: an async-job plugin declaring it as an operation."""
+        for plugin in self._plugins.values():
+            if plugin.processing_mode is ProcessingMode.async_job and job_type in plugin.config_models:
+                return plugin
+        return None
+
+    def job_types(self) -> list[str]:
+        return sorted(
+            operation
+            for plugin in self._plugins.values()
+            if plugin.processing_mode is ProcessingMode.async_job
+            for operation in plugin.config_models
+        )
 
     def __contains__(self, name: object) -> bool:
         return name in self._plugins
@@ -36,5 +53,10 @@ def default_registry(settings: Settings, provider: ImageEditProvider | None) -> 
     registry = PluginRegistry()
     for cls in (AiPlaygroundPlugin, ImageCompressPlugin):
         options = settings.plugin_settings.get(cls.name, {})
-        registry.register(cls(PluginDeps(settings=settings, provider=provider, options=options)))
+        try:
+            plugin = cls(PluginDeps(settings=settings, provider=provider, options=options))
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            raise ConfigError(f"PLUGINS_CONFIG {settings.plugins_config}, plugin {cls.name!r}: {problems}") from None
+        registry.register(plugin)
     return registry

@@ -6,7 +6,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import anyio
 from fastapi import APIRouter, Path
@@ -14,13 +14,11 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from capability_service.api.deps import ApiKeyDep, ServicesDep, UserIdDep
-
-if TYPE_CHECKING:
-    from capability_service.main import Services
+from capability_service.api.deps import ApiKeyDep, ServicesDep, TenantDep, UserIdDep
 from capability_service.jobs.errors import JobNotFound
-from capability_service.jobs.models import Job
+from capability_service.jobs.models import Job, job_key
 from capability_service.jobs.store import JobStoreUnavailable
+from capability_service.services import Services
 
 router = APIRouter(tags=["ai jobs"], dependencies=[ApiKeyDep])
 
@@ -56,15 +54,17 @@ class JobSubmission(BaseModel):
 
 
 @router.post("/ai/job", status_code=202)
-async def submit_job(submission: JobSubmission, services: ServicesDep) -> JSONResponse:
+async def submit_job(submission: JobSubmission, services: ServicesDep, tenant: TenantDep) -> JSONResponse:
     started = time.perf_counter()
-    job, created = await services.jobs.submit(
+    prepared = services.jobs.prepare(
         job_id=submission.job_id,
+        tenant=tenant,
         user_id=submission.user_id,
         job_type=submission.type,
         config=submission.config,
         sources=submission.source_image_urls,
     )
+    job, created = await services.jobs.submit(prepared)
     data = {**job.status_view(), "type": job.type, "user_id": job.user_id, "created": created}
     body = {
         "success": True,
@@ -75,18 +75,18 @@ async def submit_job(submission: JobSubmission, services: ServicesDep) -> JSONRe
 
 
 @router.get("/ai/job/{job_id}/status")
-async def job_status(job_id: JobIdPath, services: ServicesDep, user_id: UserIdDep) -> dict[str, Any]:
-    return (await services.jobs.get(job_id, user_id)).status_view()
+async def job_status(job_id: JobIdPath, services: ServicesDep, tenant: TenantDep, user_id: UserIdDep) -> dict[str, Any]:
+    return (await services.jobs.get(tenant, job_id, user_id)).status_view()
 
 
 @router.get("/ai/job/{job_id}")
-async def job_result(job_id: JobIdPath, services: ServicesDep, user_id: UserIdDep) -> dict[str, Any]:
-    return (await services.jobs.get(job_id, user_id)).result_view()
+async def job_result(job_id: JobIdPath, services: ServicesDep, tenant: TenantDep, user_id: UserIdDep) -> dict[str, Any]:
+    return (await services.jobs.get(tenant, job_id, user_id)).result_view()
 
 
 @router.post("/ai/job/{job_id}/cancel")
-async def cancel_job(job_id: JobIdPath, services: ServicesDep, user_id: UserIdDep) -> dict[str, Any]:
-    job = await services.jobs.cancel(job_id, user_id)
+async def cancel_job(job_id: JobIdPath, services: ServicesDep, tenant: TenantDep, user_id: UserIdDep) -> dict[str, Any]:
+    job = await services.jobs.cancel(tenant, job_id, user_id)
     return {"success": True, "message": f"cancel requested for job {job_id}", "data": job.status_view()}
 
 
@@ -95,12 +95,13 @@ def _event(job: Job) -> ServerSentEvent:
     return ServerSentEvent(data=json.dumps(job.status_view()), event=name, id=str(job.version))
 
 
-async def _job_events(job_id: str, services: Services, user_id: str | None) -> AsyncGenerator[ServerSentEvent]:
-    store = services.store
+async def _job_events(
+    job_id: str, services: Services, tenant: str, user_id: str | None
+) -> AsyncGenerator[ServerSentEvent]:
     # Subscribe before reading the current state, so no change can fall between the two.
-    async with store.subscribe(job_id) as snapshots:
+    async with services.store.subscribe(job_key(tenant, job_id)) as snapshots:
         try:
-            job = await services.jobs.get(job_id, user_id)
+            job = await services.jobs.get(tenant, job_id, user_id)
         except JobNotFound as exc:
             yield _error_event(job_id, str(exc))
             return
@@ -118,13 +119,15 @@ async def _job_events(job_id: str, services: Services, user_id: str | None) -> A
 
 
 @router.get("/ai/job/{job_id}/stream")
-async def stream_job(job_id: JobIdPath, services: ServicesDep, user_id: UserIdDep) -> EventSourceResponse:
+async def stream_job(
+    job_id: JobIdPath, services: ServicesDep, tenant: TenantDep, user_id: UserIdDep
+) -> EventSourceResponse:
     # Set by sse-starlette when the server begins to shut down: the stream then says so and ends
     # within the grace period, instead of being cut without a final event.
     shutdown = anyio.Event()
 
     async def events() -> AsyncIterator[ServerSentEvent]:
-        job_events = _job_events(job_id, services, user_id)
+        job_events = _job_events(job_id, services, tenant, user_id)
         pending: set[asyncio.Future[Any]] = set()
         try:
             while True:

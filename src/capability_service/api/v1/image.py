@@ -11,11 +11,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, HTTPException, UploadFile
 from fastapi.responses import Response
-from pydantic import ValidationError
 
 from capability_service.api.deps import ApiKeyDep, ServicesDep
 from capability_service.imaging.types import ImageError
-from capability_service.plugins.base import PluginDisabled, ProcessContext
+from capability_service.plugins.base import ProcessContext
+from capability_service.plugins.image_compress import ImageCompressPlugin
 
 router = APIRouter(tags=["image"], dependencies=[ApiKeyDep])
 
@@ -49,22 +49,14 @@ async def compress(
     maintain_aspect: Annotated[bool | None, Form(alias="maintainAspect")] = None,
 ) -> Response:
     """Compress one image; the answer is the image itself, its facts in `X-...` headers."""
-    plugin = services.plugins.get("image-compress")
-    try:
-        plugin.ensure_enabled()
-    except PluginDisabled as exc:
-        raise HTTPException(503, detail=str(exc)) from None
+    plugin = services.plugins.get(ImageCompressPlugin.name)
     fields: dict[str, object] = {"quality": quality, "format": format}
     if max_size is not None:
         fields["maxSize"] = max_size
     if maintain_aspect is not None:
         fields["maintainAspect"] = maintain_aspect
-    try:
-        config = plugin.validate("compress", fields)
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        field = ".".join(str(part) for part in error["loc"])
-        raise HTTPException(400, detail=f"{field}: {error['msg']}") from None
+    # The same way in as a job's: disabled -> 503, a bad field -> 400 naming it.
+    config = plugin.prepare("compress", fields)
     data = await file.read()
     ctx = ProcessContext(run_cpu=services.cpu.run, read_source=_no_extra_sources)
     try:

@@ -27,7 +27,7 @@ import numpy.typing as npt
 from capability_service.imaging import background as backgrounds
 from capability_service.imaging import canvas, composite
 from capability_service.imaging.types import EncodedImage, ImageError, OutputFormat, Quality
-from capability_service.plugins.ai_playground.configs import TEMPERATURE_BY_QUALITY, BackgroundReplacementConfig
+from capability_service.plugins.ai_playground.configs import BackgroundReplacementConfig, temperature_for
 from capability_service.plugins.base import PluginDeps, ProcessContext
 from capability_service.providers.base import EditRequest
 
@@ -52,7 +52,7 @@ def aspect_ratio(width: int, height: int) -> str:
 
 
 def model_request(
-    config: BackgroundReplacementConfig, jpeg: bytes, template: str, width: int, height: int
+    config: BackgroundReplacementConfig, jpeg: bytes, template: str, width: int, height: int, temperature: float
 ) -> EditRequest:
     """What the remote model is sent: a JPEG, the seller's prompt in `template`, the target's shape."""
     return EditRequest(
@@ -60,7 +60,7 @@ def model_request(
         mime_type="image/jpeg",
         prompt=template.format(prompt=config.background_prompt),
         negative_prompt=config.negative_prompt,
-        temperature=TEMPERATURE_BY_QUALITY[config.quality],
+        temperature=temperature_for(config.quality, temperature),
         aspect_ratio=aspect_ratio(width, height),
         seed=config.seed,
     )
@@ -103,7 +103,9 @@ async def _composite(
         layout_bg = backgrounds.render(NEUTRAL_BACKDROP, width, height)
         layout = await ctx.run_cpu(composite.preview, cutout, layout_bg)
         remote = time.perf_counter()
-        result = await deps.provider.edit(model_request(config, layout, SCENE_PROMPT, width, height))
+        result = await deps.provider.edit(
+            model_request(config, layout, SCENE_PROMPT, width, height, settings.ai_default_temperature)
+        )
         timings["remote_ms"] = _ms(remote)
         canvas_bg = await ctx.run_cpu(backgrounds.from_image, result.image, width, height, settings.max_image_pixels)
         engine = deps.provider.name
@@ -161,7 +163,9 @@ async def _generative(
     started = time.perf_counter()
     upright = await ctx.run_cpu(canvas.upright_jpeg, source, settings.max_image_pixels)
     remote = time.perf_counter()
-    result = await provider.edit(model_request(config, upright, GENERATIVE_PROMPT, width, height))
+    result = await provider.edit(
+        model_request(config, upright, GENERATIVE_PROMPT, width, height, settings.ai_default_temperature)
+    )
     remote_ms = _ms(remote)
     out = await ctx.run_cpu(canvas.fit_to_target, result.image, width, height, config.format, settings.max_image_pixels)
     out.metadata.update(

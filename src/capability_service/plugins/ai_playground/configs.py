@@ -20,8 +20,14 @@ class JobType(StrEnum):
     image_enhancement = "image_enhancement"
 
 
-# Generation temperature per quality preset: higher quality means a steadier, less inventive model.
-TEMPERATURE_BY_QUALITY: dict[str, float] = {"low": 0.7, "standard": 0.5, "high": 0.3}
+# Generation temperature per quality preset, relative to `AI_DEFAULT_TEMPERATURE` (the `standard` one):
+# higher quality means a steadier, less inventive model. With the default 0.5: 0.7 / 0.5 / 0.3.
+TEMPERATURE_OFFSET_BY_QUALITY: dict[str, float] = {"low": 0.2, "standard": 0.0, "high": -0.2}
+
+
+def temperature_for(quality: str, default: float) -> float:
+    """The generation temperature of a quality preset around the configured default, within 0..2."""
+    return round(min(2.0, max(0.0, default + TEMPERATURE_OFFSET_BY_QUALITY[quality])), 3)
 
 
 class BackgroundReplacementConfig(CamelModel):

@@ -1,0 +1,113 @@
+"""The shared services of one process, built from settings: the API and the worker both start here.
+
+Nothing here knows of HTTP: `main.create_app` puts these services behind the routes, and
+`capability-service worker` runs the Redis engine's workers on the same services without importing
+the web stack.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from capability_service.core.config import Settings
+from capability_service.core.security import ApiKeyChecker
+from capability_service.jobs.cpu import CpuExecutor
+from capability_service.jobs.memory import MemoryJobStore
+from capability_service.jobs.pipeline import ImagePipeline
+from capability_service.jobs.runner import LocalJobRunner
+from capability_service.jobs.service import Dispatcher, JobService
+from capability_service.jobs.store import JobStore
+from capability_service.jobs.task import ImageTasks
+from capability_service.plugins.manager import PluginRegistry, default_registry
+from capability_service.providers.base import ImageEditProvider
+from capability_service.providers.factory import create_provider
+from capability_service.sources.fetch import SourceFetcher
+from capability_service.storage.base import Storage
+from capability_service.storage.factory import create_storage
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    """Everything long-lived that requests and jobs share; one instance per process."""
+
+    settings: Settings
+    api_keys: ApiKeyChecker
+    storage: Storage
+    fetcher: SourceFetcher
+    provider: ImageEditProvider | None
+    plugins: PluginRegistry
+    cpu: CpuExecutor
+    store: JobStore
+    dispatcher: Dispatcher
+    jobs: JobService
+
+    async def start(self) -> None:
+        await self.dispatcher.start()
+
+    async def stop(self) -> None:
+        """Stop the job engine first (it may still use the rest), then close everything else.
+
+        Every step runs whatever the others do: one failing close (say, Redis already gone) must not
+        leave worker processes or open clients behind.
+        """
+        steps: list[tuple[str, Callable[[], Awaitable[None]]]] = [
+            ("job engine", self.dispatcher.shutdown),
+            ("source fetcher", self.fetcher.close),
+            ("job store", self.store.close),
+            ("storage", self.storage.close),
+            ("image workers", self.cpu.close),
+        ]
+        if self.provider is not None:
+            steps.insert(2, ("remote model client", self.provider.close))
+        for name, step in steps:
+            try:
+                await step()
+            except Exception as exc:
+                log.warning("shutdown: closing the %s failed: %s", name, exc)
+
+
+def build_services(settings: Settings) -> Services:
+    """Every service of one process, wired; nothing connects or starts before `Services.start`."""
+    storage = create_storage(settings)
+    fetcher = SourceFetcher.from_settings(settings, storage=storage)
+    provider = create_provider(settings)
+    plugins = default_registry(settings, provider)
+    cpu = CpuExecutor(settings.cpu_executor, settings.cpu_workers, nice=settings.cpu_nice)
+    pipeline = ImagePipeline(fetcher=fetcher, storage=storage, cpu=cpu, image_timeout=settings.image_timeout_seconds)
+    store: JobStore
+    dispatcher: Dispatcher
+    if settings.job_backend == "redis":
+        from capability_service.jobs.distributed import build_redis_backend
+
+        store, dispatcher = build_redis_backend(settings, plugins=plugins, pipeline=pipeline)
+    else:
+        memory_store = MemoryJobStore(ttl_seconds=settings.job_result_ttl_seconds, max_jobs=settings.job_store_max_jobs)
+        store = memory_store
+        dispatcher = LocalJobRunner(
+            store=memory_store,
+            tasks=ImageTasks(store=memory_store, plugins=plugins, pipeline=pipeline),
+            max_concurrent_jobs=settings.max_concurrent_jobs,
+            max_images_in_flight=settings.max_images_in_flight,
+            queue_size=settings.job_queue_size,
+            shutdown_grace=settings.shutdown_grace_seconds,
+            max_held_source_bytes=settings.max_pending_source_bytes,
+            housekeeping=memory_store.evict,
+            housekeeping_interval=min(60.0, settings.job_result_ttl_seconds / 2),
+        )
+    jobs = JobService(store=store, plugins=plugins, dispatcher=dispatcher, max_images=settings.max_images_per_job)
+    return Services(
+        settings=settings,
+        api_keys=ApiKeyChecker(settings.api_keys),
+        storage=storage,
+        fetcher=fetcher,
+        provider=provider,
+        plugins=plugins,
+        cpu=cpu,
+        store=store,
+        dispatcher=dispatcher,
+        jobs=jobs,
+    )
