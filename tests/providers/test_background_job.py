@@ -100,3 +100,19 @@ async def test_health_reports_the_remote_model(make_client: Callable[..., Any], 
     body = (await client.get("/api/v1/health")).json()
     (playground,) = [plugin for plugin in body["plugins"] if plugin["name"] == "ai-playground"]
     assert playground["healthy"] is False
+
+
+async def test_ai_default_temperature_sets_the_presets_sent_to_the_model(
+    make_client: Callable[..., Any], gemini: GeminiFake
+) -> None:
+    client = await make_client(ai_api_key=GEMINI_KEY, ai_api_base=gemini.api_base, ai_default_temperature=0.9)
+    for quality in ("low", "standard", "high"):
+        config = {**CONFIG, "quality": quality}
+        source = [data_uri("rocket.jpg")]
+        await submit(
+            client, job_id=f"t-{quality}", type="background_replacement", config=config, source_image_urls=source
+        )
+        assert (await wait_final(client, f"t-{quality}"))["status"] == "completed"
+    sent = [call.json["generationConfig"]["temperature"] for call in gemini.model_calls()]
+    # "standard" is the configured default, "low" 0.2 above it, "high" 0.2 below.
+    assert sent == [1.1, 0.9, 0.7]
