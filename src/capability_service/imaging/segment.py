@@ -297,8 +297,10 @@ class OpeningOptions:
     match_factor: float = 2.5
     # Candidate pixels: background evidence above this after edge-aware smoothing.
     candidate: float = 0.35
-    # A candidate region opens when its mean evidence reaches this.
+    # A candidate region opens when its mean evidence reaches this: on a smooth backdrop the match is
+    # precise, on a busy one colours are shared between product and backdrop, so more is asked.
     accept: float = 0.45
+    accept_busy: float = 0.6
     # A region touching the product's outline along more than this times the square root of its area
     # is a notch of the outline, not an opening: on a busy backdrop it is left to the model.
     touch: float = 0.15
@@ -386,7 +388,9 @@ def cut_openings(
         notch = contact[label] > options.touch * np.sqrt(areas[label])
         if notch and not smooth:
             continue
-        accepted[label] = areas[label] >= min_area and means[label] >= options.accept
+        accepted[label] = areas[label] >= min_area and means[label] >= (
+            options.accept if smooth else options.accept_busy
+        )
     opened = accepted[labels].astype(np.uint8)
     return (core & (1 - opened)).astype(np.uint8), opened
 
