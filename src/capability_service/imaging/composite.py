@@ -376,7 +376,7 @@ def _shadow(
     (the light the part itself blocks), so a bike stands on two wheels and a chair on its legs instead of
     hovering over one ellipse under its bounding box.
     """
-    box_x, box_y, box_w, box_h = box
+    box_x, box_y = box[0], box[1]
     feet = contacts(alpha)
     if not feet:
         return np.zeros((1, 1), np.float32), (0, 0)
