@@ -167,3 +167,41 @@ def test_encoded_canvas_has_the_target_size() -> None:
         with Image.open(io.BytesIO(out.data)) as image:
             assert image.size == CANVAS
             assert image.format == {"png": "PNG", "jpg": "JPEG", "webp": "WEBP"}[fmt]
+
+
+def test_the_contact_shadow_sits_under_each_wheel_and_each_leg() -> None:
+    from tests.imaging import openings
+
+    bike = openings.make(openings.kind("bicycle"), "plain-grey", "wood")
+    feet = composite.contacts(bike.alpha)
+    width = bike.alpha.shape[1]
+    # Two wheels touch the ground: one contact under each, none under the frame between them.
+    assert len(feet) == 2
+    centres = sorted((left + right) / 2 for left, right, _ in feet)
+    assert abs(centres[0] - 0.26 * width) < 0.03 * width and abs(centres[1] - 0.74 * width) < 0.03 * width
+    chair = openings.make(openings.kind("chair"), "plain-white", "wood")
+    # Four legs, the back ones standing higher in the three-quarter view; not the seat's underside.
+    legs = composite.contacts(chair.alpha)
+    assert len(legs) == 4
+    seat_bottom = 0.6 * chair.alpha.shape[0]
+    assert all(row > seat_bottom for _, _, row in legs)
+
+    cut = composite.Cutout(
+        rgb=bike.rgb,
+        alpha=bike.alpha,
+        placement=composite.Placement(crop=(0, 0, width, bike.alpha.shape[0]), box=(0, 0, width, 480), scale=1.0),
+        canvas=(width, 560),
+        coverage=float(bike.alpha.mean()),
+        engine="test",
+    )
+    white = np.full((560, width, 3), 255, np.uint8)
+    darkening = (
+        composite.compose(cut, white, shadow=False).astype(np.int16)
+        - composite.compose(cut, white, shadow=True).astype(np.int16)
+    ).sum(axis=2)
+    ground = round(0.8 * 480)
+    below = darkening[ground + 1 : ground + 6]
+    under_wheels = [below[:, round(c) - 3 : round(c) + 4].mean() for c in centres]
+    between = below[:, round(0.5 * width) - 3 : round(0.5 * width) + 4].mean()
+    assert min(under_wheels) > 60
+    assert between < 0.25 * min(under_wheels)

@@ -109,3 +109,28 @@ def test_missing_model_is_a_clear_error(monkeypatch: object) -> None:
     finally:
         mp.undo()
     assert Path(segment.model_path()).is_file()
+
+
+def test_scraps_apart_from_the_product_or_weakly_supported_are_dropped() -> None:
+    core = np.zeros((200, 200), np.uint8)
+    core[60:180, 40:160] = 1  # the product
+    core[10:40, 10:60] = 1  # a piece of a bench behind it, apart from it
+    core[10:30, 150:190] = 1  # a detached part the model is sure of (a wing mirror)
+    prob = np.where(core > 0, 0.95, 0.0).astype(np.float32)
+    prob[10:40, 10:60] = 0.55
+    kept = segment.drop_scraps(core, prob)
+    assert kept[100, 100] == 1 and kept[20, 170] == 1
+    assert kept[20, 30] == 0
+
+
+def test_an_opening_on_a_plain_backdrop_is_background_and_a_white_label_with_shading_is_not() -> None:
+    rgb = np.full((300, 300, 3), 245, np.uint8)
+    rgb[50:250, 50:250] = (40, 70, 160)  # a blue box
+    rgb[110:190, 110:190] = 245  # an opening through it: the backdrop shows
+    label = np.linspace(200, 230, 40, dtype=np.float32)[None, :, None]
+    rgb[60:100, 60:100] = np.rint(np.broadcast_to(label, (40, 40, 3))).astype(np.uint8)  # a printed label
+    core = np.zeros((300, 300), np.uint8)
+    core[50:250, 50:250] = 1  # the model's answer: the box, opening filled
+    product, opened = segment.cut_openings(rgb, core)
+    assert opened[150, 150] == 1 and product[150, 150] == 0
+    assert product[80, 80] == 1 and product[70, 200] == 1

@@ -17,9 +17,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import numpy.typing as npt
+import pytest
 from PIL import Image
 
 from capability_service.imaging.segment import iou, probability, refine_alpha
+from tests.imaging import openings
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 SCENE = (480, 640)  # width, height: portrait, like marketplace photos
@@ -171,3 +173,42 @@ def test_scenes_are_built_from_the_true_alpha() -> None:
     # The product covers a real share of the scene and has a soft, anti-aliased rim.
     assert 0.1 < case.truth.mean() < 0.6
     assert ((case.alpha > 0.05) & (case.alpha < 0.95)).sum() > 100
+
+
+# One scene per kind of opening, each on a backdrop where the model fills the opening and the hole
+# filling keeps it: the refined matte must open it again.
+OPENING_CASES = [
+    ("frame-large", "plain-white", "wood", 0.97),
+    ("frame-small", "busy-rocks", "fur", 0.97),
+    ("mug-handle", "plain-grey", "red-paint", 0.97),
+    ("spoked-wheel", "studio-grey", "wood", 0.97),
+    ("bicycle", "plain-grey", "wood", 0.97),
+    ("chair", "studio-grey", "wood", 0.95),
+]
+
+
+@pytest.mark.parametrize(("kind", "backdrop", "body", "floor"), OPENING_CASES, ids=[c[0] for c in OPENING_CASES])
+def test_openings_show_the_new_background(kind: str, backdrop: str, body: str, floor: float) -> None:
+    scene = openings.make(openings.kind(kind), backdrop, body)
+    refined = refine_alpha(scene.rgb, probability(scene.rgb))
+    assert iou(refined >= 0.5, scene.truth) >= floor
+    # Through the opening the old backdrop is gone: deep inside it (away from the rim) nothing is kept.
+    opening = cv2.erode((scene.alpha < 0.01).astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
+    hull = np.zeros_like(opening)
+    ys, xs = np.nonzero(scene.truth)
+    hull[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1] = True
+    assert float((refined[opening & hull] > 0.5).mean()) < 0.05
+
+
+def test_thin_parts_keep_their_shape() -> None:
+    scene = openings.make(openings.kind("spoked-wheel"), "plain-white", "red-paint")
+    refined = refine_alpha(scene.rgb, probability(scene.rgb)) >= 0.5
+    # The spokes (the thin parts inside the rim) are kept, not swallowed by the opening or dropped.
+    centre = (scene.rgb.shape[0] // 2, scene.rgb.shape[1] // 2)
+    yy, xx = np.mgrid[: scene.rgb.shape[0], : scene.rgb.shape[1]]
+    radius = np.hypot(yy - centre[0], xx - centre[1])
+    spokes = scene.truth & (radius > 40) & (radius < 120)
+    assert spokes.sum() > 500
+    assert float(refined[spokes].mean()) > 0.9
+    gaps = (scene.alpha < 0.01) & (radius > 40) & (radius < 120)
+    assert float(refined[gaps].mean()) < 0.05

@@ -322,33 +322,86 @@ def _matte(
     return alpha, product
 
 
+def contacts(alpha: Float32Array) -> list[tuple[int, int, int]]:
+    """Where the product touches the ground: (left, right, row) of each touching part, in its own pixels.
+
+    A touching part is a run of columns whose lowest opaque pixel is the lowest in its neighbourhood
+    and lies near the bottom of the product: both wheels of a bike, every leg of a chair (the back legs
+    stand a little higher in a three-quarter view), the whole base of a box. The underside of a seat or
+    a rail between the legs is a local lowest point too, but wide or boxed in by lower feet, and is left out.
+    """
+    opaque = alpha > 0.5
+    columns = np.flatnonzero(opaque.any(axis=0))
+    if columns.size == 0:
+        return []
+    height, width = opaque.shape
+    # Lowest opaque row per column (-1 where the column is empty).
+    lowest = np.where(opaque.any(axis=0), height - 1 - np.argmax(opaque[::-1], axis=0), -1)
+    rows = np.flatnonzero(opaque.any(axis=1))
+    product_h = int(rows.max() - rows.min() + 1)
+    bottom = int(lowest.max())
+    window = max(1, round((columns.max() - columns.min() + 1) * 0.06))
+    padded = np.pad(lowest.astype(np.float32), window, constant_values=-1.0)
+    local = np.asarray(cv2.dilate(padded[None, :], np.ones((1, 2 * window + 1), np.uint8))[0, window:-window])
+    tolerance = max(1.0, product_h * 0.01)
+    touching = (lowest >= 0) & (lowest >= local - tolerance) & (lowest >= bottom - product_h * 0.2)
+    found: list[tuple[int, int, int]] = []
+    start = -1
+    for x in range(width + 1):
+        inside = x < width and bool(touching[x])
+        if inside and start < 0:
+            start = x
+        elif not inside and start >= 0:
+            if found and start - found[-1][1] <= window:
+                # A part's foot seen as two runs (a tyre's tread, a leg's rounded end): one contact.
+                start = found.pop()[0]
+            found.append((start, x - 1, int(lowest[start:x].max())))
+            start = -1
+    # Near the bottom anything touches (a box's whole base). Higher up (a back wheel or back legs in
+    # perspective) only a narrow foot does: a wide run there is a rail or a seat's underside.
+    product_w = int(columns.max() - columns.min() + 1)
+    return [
+        (left, right, row)
+        for left, right, row in found
+        if row >= bottom - product_h * 0.06 or right - left + 1 <= product_w * 0.12
+    ]
+
+
 def _shadow(
     alpha: Float32Array, canvas: tuple[int, int], box: tuple[int, int, int, int]
 ) -> tuple[Float32Array, tuple[int, int]]:
-    """A soft contact shadow under the product: an ellipse at its footprint, blurred; and its origin."""
-    box_x, box_y, _, box_h = box
-    rows = np.nonzero(alpha.max(axis=1) > 0.5)[0]
-    if rows.size == 0:
+    """A soft contact shadow under each part that touches the ground; and the layer's origin on the canvas.
+
+    Each contact gets a dark, tight ellipse where it meets the floor and a fainter, wider one around it
+    (the light the part itself blocks), so a bike stands on two wheels and a chair on its legs instead of
+    hovering over one ellipse under its bounding box.
+    """
+    box_x, box_y = box[0], box[1]
+    feet = contacts(alpha)
+    if not feet:
         return np.zeros((1, 1), np.float32), (0, 0)
-    bottom = int(rows.max())
-    band = alpha[max(0, bottom - max(2, box_h // 12)) : bottom + 1] > 0.5
-    cols = np.nonzero(band.any(axis=0))[0]
-    foot_w = max(4, int(cols.max() - cols.min() + 1))
-    centre_x = box_x + int((cols.min() + cols.max()) // 2)
-    centre_y = box_y + bottom
-    radius_x = max(2, round(foot_w * 0.55))
-    radius_y = max(2, round(max(foot_w * 0.06, box_h * 0.015)))
-    blur = max(1.5, foot_w * 0.04)
-    margin = round(blur * 3)
-    x0 = max(0, centre_x - radius_x - margin)
-    y0 = max(0, centre_y - radius_y - margin)
-    x1 = min(canvas[0], centre_x + radius_x + margin)
-    y1 = min(canvas[1], centre_y + radius_y + margin)
+    rows = np.flatnonzero((alpha > 0.5).any(axis=1))
+    product_h = int(rows.max() - rows.min() + 1)
+    spread = max(2.0, product_h * 0.012)
+    margin = round(spread * 12)
+    x0 = max(0, box_x + min(f[0] for f in feet) - margin)
+    x1 = min(canvas[0], box_x + max(f[1] for f in feet) + margin + 1)
+    y0 = max(0, box_y + min(f[2] for f in feet) - margin)
+    y1 = min(canvas[1], box_y + max(f[2] for f in feet) + margin + 1)
     if x1 <= x0 or y1 <= y0:
         return np.zeros((1, 1), np.float32), (0, 0)
-    layer = np.zeros((y1 - y0, x1 - x0), np.float32)
-    cv2.ellipse(layer, (centre_x - x0, centre_y - y0), (radius_x, radius_y), 0, 0, 360, 1.0, -1, cv2.LINE_AA)
-    layer = np.asarray(cv2.GaussianBlur(layer, (0, 0), blur), dtype=np.float32)
+    core = np.zeros((y1 - y0, x1 - x0), np.float32)
+    ambient = np.zeros_like(core)
+    for left, right, row in feet:
+        centre = (box_x + (left + right) // 2 - x0, box_y + row - y0)
+        half = max(2, (right - left + 1) // 2)
+        cv2.ellipse(core, centre, (round(half + spread), round(spread)), 0, 0, 360, 1.0, -1, cv2.LINE_AA)
+        cv2.ellipse(
+            ambient, centre, (round(half * 1.3 + spread * 4), round(spread * 2.5)), 0, 0, 360, 1.0, -1, cv2.LINE_AA
+        )
+    core = np.asarray(cv2.GaussianBlur(core, (0, 0), spread), np.float32)
+    ambient = np.asarray(cv2.GaussianBlur(ambient, (0, 0), spread * 3), np.float32)
+    layer = np.clip(np.maximum(core, 0.45 * ambient), 0.0, 1.0).astype(np.float32)
     return layer, (x0, y0)
 
 

@@ -221,6 +221,8 @@ class RefineOptions:
     eps: float = 1e-4
     # Half-width of the soft rim around the hard outline, as a fraction of the longer side.
     band_fraction: float = 0.006
+    # Open what the photo shows to be background inside the model's answer (see `cut_openings`).
+    openings: bool = True
     grabcut: bool = False
 
 
@@ -230,6 +232,186 @@ def solid_core(prob: Float32Array, threshold: float = 0.5) -> UInt8Array:
     if not binary.any():
         return binary
     return _fill_holes(_keep_main_parts(binary), prob)
+
+
+def _disc(radius: int) -> UInt8Array:
+    return np.asarray(cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1)), np.uint8)
+
+
+# Monomials of (x, y) up to the third degree: a backdrop lit by a softbox, a paper sweep's falloff
+# or a gradient is smooth, and a cubic surface follows it across the product to a level or two.
+def _plate_terms(ys: Float32Array, xs: Float32Array) -> Float32Array:
+    return np.stack(
+        [np.ones_like(xs), xs, ys, xs * xs, ys * ys, xs * ys, xs**3, ys**3, xs * xs * ys, xs * ys * ys], axis=1
+    )
+
+
+def _fit_plate(rgb: UInt8Array, known: npt.NDArray[np.bool_], at: npt.NDArray[np.bool_]) -> tuple[Float32Array, float]:
+    """The backdrop as a smooth surface fitted to `known` pixels, evaluated at `at`; and how well it fits.
+
+    The fit is trimmed (pixels far off the surface, like a cast shadow or a stray object, are left out
+    and the surface refitted), and the returned figure is the 90th percentile of the kept residuals in
+    levels: about 1 on a plain or studio backdrop, tens on a busy photo.
+    """
+    height, width = known.shape
+    ys, xs = np.nonzero(known)
+    step = max(1, len(ys) // 4000)
+    ys, xs = ys[::step], xs[::step]
+    scale_y, scale_x = np.float32(1.0 / height), np.float32(1.0 / width)
+    terms = _plate_terms(ys.astype(np.float32) * scale_y - 0.5, xs.astype(np.float32) * scale_x - 0.5)
+    values = rgb[ys, xs].astype(np.float32)
+    keep = np.ones(len(values), bool)
+    residual = np.zeros(len(values), np.float32)
+    coef = np.zeros((terms.shape[1], 3), np.float32)
+    for _ in range(3):
+        coef = np.linalg.lstsq(terms[keep], values[keep], rcond=None)[0].astype(np.float32)
+        residual = np.abs(terms @ coef - values).max(axis=1)
+        keep = residual <= max(2.0, 3.0 * float(np.median(residual)))
+    kept = residual[keep] if keep.mean() > 0.7 else residual
+    ay, ax = np.nonzero(at)
+    surface = _plate_terms(ay.astype(np.float32) * scale_y - 0.5, ax.astype(np.float32) * scale_x - 0.5) @ coef
+    return np.asarray(surface, np.float32), float(np.percentile(kept, 90))
+
+
+_BINS = 16
+
+
+def _colour_index(rgb: UInt8Array) -> npt.NDArray[np.intp]:
+    q = (rgb >> 4).astype(np.intp)
+    return np.asarray(q[..., 0] * _BINS * _BINS + q[..., 1] * _BINS + q[..., 2], np.intp)
+
+
+def _histogram(index: npt.NDArray[np.intp]) -> Float32Array:
+    """A colour histogram (16 levels a channel), spread to neighbouring bins and normalised."""
+    counts = np.bincount(index, minlength=_BINS**3).astype(np.float32).reshape(_BINS, _BINS, _BINS)
+    for axis in range(3):
+        counts = counts + np.roll(counts, 1, axis) + np.roll(counts, -1, axis)
+    return np.asarray(counts.ravel() / max(float(counts.sum()), 1e-6), np.float32)
+
+
+@dataclass(frozen=True, slots=True)
+class OpeningOptions:
+    # Backdrops whose smooth surface fits within this many levels are "smooth": plain, studio, gradient.
+    smooth_levels: float = 10.0
+    # A pixel matches a smooth backdrop within this many times the fit's own residual (at least 3 levels).
+    match_factor: float = 2.5
+    # Candidate pixels: background evidence above this after edge-aware smoothing.
+    candidate: float = 0.35
+    # A candidate region opens when its mean evidence reaches this: on a smooth backdrop the match is
+    # precise, on a busy one colours are shared between product and backdrop, so more is asked.
+    accept: float = 0.45
+    accept_busy: float = 0.6
+    # A region touching the product's outline along more than this times the square root of its area
+    # is a notch of the outline, not an opening: on a busy backdrop it is left to the model.
+    touch: float = 0.15
+    # Regions smaller than this share of the image are noise.
+    min_area_fraction: float = 0.0005
+
+
+def background_evidence(
+    rgb: UInt8Array, core: UInt8Array, options: OpeningOptions | None = None
+) -> tuple[Float32Array, bool]:
+    """How much each pixel of the product region looks like the backdrop around it (0..1), and whether
+    the backdrop is smooth.
+
+    On a smooth backdrop (plain, studio sweep, gradient) the backdrop is a surface fitted to the ring of
+    known background around the product and carried across it: a pixel inside the product that lands on
+    that surface within a few levels shows the backdrop. On a busy backdrop it is the likelihood ratio
+    of the pixel's colour between the ring's colours and the product's own (the colours the product
+    region holds more of than the ring does).
+    """
+    options = options or OpeningOptions()
+    height, width = core.shape
+    longer = max(height, width)
+    inside = core > 0
+    evidence = np.ones((height, width), np.float32)
+    known = cv2.dilate(core, _disc(max(2, round(longer * 0.012)))) == 0
+    ring = known & (cv2.dilate(core, _disc(max(4, round(longer * 0.15)))) > 0)
+    if int(ring.sum()) < 200 or not inside.any():
+        evidence[inside] = 0.0
+        return evidence, False
+    surface, residual = _fit_plate(rgb, ring, inside)
+    if residual < options.smooth_levels:
+        tolerance = max(3.0, options.match_factor * residual)
+        distance = np.abs(rgb[inside].astype(np.float32) - surface).max(axis=1)
+        # Refit with the inside pixels that are close to the surface: where a studio light peaks
+        # behind the product the ring alone under-predicts the backdrop.
+        near = np.zeros_like(inside)
+        near[inside] = distance < 4.0 * tolerance
+        surface, _ = _fit_plate(rgb, ring | near, inside)
+        distance = np.abs(rgb[inside].astype(np.float32) - surface).max(axis=1)
+        evidence[inside] = np.exp(-((distance / tolerance) ** 2))
+        return evidence, True
+    index = _colour_index(rgb)
+    background = _histogram(index[ring])
+    region = _histogram(index[inside])
+    ratio0 = np.log((background[index] + 1e-5) / (region[index] + 1e-5))
+    own = inside & (ratio0 < 0)
+    if not own.any():
+        evidence[inside] = 0.0
+        return evidence, False
+    product = _histogram(index[own])
+    ratio = np.log((background[index[inside]] + 1e-5) / (product[index[inside]] + 1e-5))
+    evidence[inside] = 1.0 / (1.0 + np.exp(-ratio))
+    return evidence, False
+
+
+def cut_openings(
+    rgb: UInt8Array, core: UInt8Array, options: OpeningOptions | None = None
+) -> tuple[UInt8Array, UInt8Array]:
+    """The product with its real openings opened: regions inside the model's answer that show the backdrop.
+
+    The model often fills what it sees enclosed by a product (the middle of a frame, the space between
+    spokes, the loop of a handle) and the hole filling keeps it. The photo itself tells: there the
+    backdrop shows through (`background_evidence`). Evidence is smoothed along the photo's edges, and
+    whole regions are judged by their mean, so one odd pixel neither opens nor closes anything. Thin
+    parts (spokes, straps) are product-coloured and stay. Returns the product and the opened regions.
+    """
+    options = options or OpeningOptions()
+    height, width = core.shape
+    evidence, smooth = background_evidence(rgb, core, options)
+    guide = rgb.astype(np.float32) / 255.0
+    smoothed = guided_filter(guide, evidence, 2, 1e-3)
+    inside = core > 0
+    candidate = (inside & (smoothed > options.candidate)).astype(np.uint8)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(candidate, connectivity=4)
+    opened = np.zeros_like(core)
+    if count <= 1:
+        return core, opened
+    areas = stats[:, cv2.CC_STAT_AREA].astype(np.float64)
+    means = np.bincount(labels.ravel(), weights=evidence.ravel(), minlength=count) / np.maximum(areas, 1.0)
+    outline = inside & (cv2.erode(core, np.ones((3, 3), np.uint8)) == 0)
+    contact = np.bincount(labels[outline], minlength=count)
+    min_area = max(4, round(options.min_area_fraction * height * width))
+    accepted = np.zeros(count, bool)
+    for label in range(1, count):
+        notch = contact[label] > options.touch * np.sqrt(areas[label])
+        if notch and not smooth:
+            continue
+        accepted[label] = areas[label] >= min_area and means[label] >= (
+            options.accept if smooth else options.accept_busy
+        )
+    opened = accepted[labels].astype(np.uint8)
+    return (core & (1 - opened)).astype(np.uint8), opened
+
+
+def drop_scraps(core: UInt8Array, prob: Float32Array, min_fraction: float = 0.05, support: float = 0.6) -> UInt8Array:
+    """The main product and the parts that belong with it.
+
+    A part not connected to the largest one is kept only when it is big enough (`min_fraction` of the
+    largest) and the model believes in it (mean probability at least `support`): a piece of furniture
+    behind the product that the model half-saw goes.
+    """
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(core, connectivity=8)
+    if count <= 2:
+        return core
+    areas = stats[:, cv2.CC_STAT_AREA].astype(np.float64)
+    means = np.bincount(labels.ravel(), weights=prob.ravel(), minlength=count) / np.maximum(areas, 1.0)
+    largest = int(np.argmax(areas[1:])) + 1
+    keep = (areas >= areas[largest] * min_fraction) & (means >= support)
+    keep[0] = False
+    keep[largest] = True
+    return np.asarray(keep[labels], np.uint8)
 
 
 def refine_alpha(rgb: UInt8Array, prob: Float32Array, options: RefineOptions | None = None) -> Float32Array:
@@ -245,6 +427,9 @@ def refine_alpha(rgb: UInt8Array, prob: Float32Array, options: RefineOptions | N
         return np.zeros_like(prob)
     if options.grabcut:
         core = grabcut_core(rgb, snapped, core)
+    if options.openings:
+        core, _ = cut_openings(rgb, core)
+    core = drop_scraps(core, snapped)
     band = max(1, round(longer * options.band_fraction))
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * band + 1, 2 * band + 1))
     inner = cv2.erode(core, kernel)
