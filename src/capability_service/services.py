@@ -94,11 +94,16 @@ def build_services(settings: Settings) -> Services:
             max_images_in_flight=settings.max_images_in_flight,
             queue_size=settings.job_queue_size,
             shutdown_grace=settings.shutdown_grace_seconds,
-            max_held_source_bytes=settings.max_pending_source_bytes,
             housekeeping=memory_store.evict,
             housekeeping_interval=min(60.0, settings.job_result_ttl_seconds / 2),
         )
-    jobs = JobService(store=store, plugins=plugins, dispatcher=dispatcher, max_images=settings.max_images_per_job)
+    jobs = JobService(
+        store=store,
+        plugins=plugins,
+        dispatcher=dispatcher,
+        max_images=settings.max_images_per_job,
+        max_held_source_bytes=settings.max_pending_source_bytes,
+    )
     return Services(
         settings=settings,
         api_keys=ApiKeyChecker(settings.api_keys),

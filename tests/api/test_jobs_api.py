@@ -17,17 +17,21 @@ from tests.support.servers import http_server, static_bytes
 OPTIMIZE = {"quality": "standard", "format": "webp", "maxSize": 320}
 
 
-async def test_health_needs_no_key_and_lists_plugins(client: httpx.AsyncClient) -> None:
-    response = await client.get("/api/v1/health")
-    assert response.status_code == 200
-    body = response.json()
-    assert body["status"] == "ok"
-    names = {plugin["name"]: plugin for plugin in body["plugins"]}
+async def test_health_needs_no_key_and_shows_details_only_with_one(client: httpx.AsyncClient) -> None:
+    public = (await client.get("/api/v1/health")).json()
+    assert public["status"] == "ok"
+    names = {plugin["name"]: plugin for plugin in public["plugins"]}
     assert set(names) >= {"ai-playground", "image-compress"}
     for plugin in names.values():
-        assert set(plugin) >= {"name", "display_name", "category", "enabled", "healthy"}
+        assert set(plugin) == {"name", "display_name", "category", "enabled", "healthy"}
         assert plugin["enabled"] and plugin["healthy"]
-    assert body["storage"]["healthy"] is True
+    # Where Redis, the bucket or the results live is for callers with a key only.
+    assert set(public) == {"status", "version", "plugins"}
+    for wrong in ({}, {"X-API-Key": "wrong-key-123456"}):
+        assert (await client.get("/api/v1/health", headers=wrong)).json() == public
+    detailed = (await client.get("/api/v1/health", headers=AUTH)).json()
+    assert detailed["storage"]["healthy"] is True
+    assert detailed["jobs"]["healthy"] is True and detailed["jobs"]["backend"] in {"memory", "redis"}
 
 
 @pytest.mark.parametrize(
@@ -80,7 +84,7 @@ async def test_submit_answers_202_at_once_and_the_job_completes(client: httpx.As
     assert result["processing_time_ms"] >= 0
     assert len(result["result_image_urls"]) == 2
     for url, meta in zip(result["result_image_urls"], result["metadata"]["images"], strict=True):
-        assert url.startswith("http://testserver/files/ai-playground/u-42/job-1/")
+        assert url.startswith("http://testserver/files/ai-playground/default/u-42/job-1/")
         fetched = await client.get(url)
         assert fetched.status_code == 200
         assert fetched.headers["content-type"] == "image/webp"
@@ -307,7 +311,7 @@ async def test_disabled_plugin_answers_503_with_the_reason(make_client: Callable
     response = await submit(client, type="batch_optimization", source_image_urls=["data:,a"])
     assert response.status_code == 503
     assert "disabled" in response.json()["detail"]
-    health = (await client.get("/api/v1/health")).json()
+    health = (await client.get("/api/v1/health", headers=AUTH)).json()
     playground = next(plugin for plugin in health["plugins"] if plugin["name"] == "ai-playground")
     assert playground["enabled"] is False
 
@@ -418,3 +422,21 @@ async def test_errors_carry_cors_headers(make_client: Callable[..., Any]) -> Non
     response = await client.get("/api/v1/ai/job/x/status", headers={"Origin": "https://seller.example"})
     assert response.status_code == 401
     assert response.headers["access-control-allow-origin"] == "https://seller.example"
+
+
+async def test_sources_held_by_unfinished_jobs_are_bounded(make_client: Callable[..., Any]) -> None:
+    client = await make_client(max_concurrent_jobs=1, serve_local_workers=1, max_pending_source_bytes=400_000)
+    photo = data_uri("rocket.jpg")  # ~150 KB of base64
+    with http_server({"/slow.jpg": static_bytes(read_image("rocket.jpg"), delay=1.0)}) as base:
+        running = await submit(client, job_id="slow", type="batch_optimization", source_image_urls=[f"{base}/slow.jpg"])
+        assert running.status_code == 202
+        first = await submit(client, job_id="big-1", type="batch_optimization", source_image_urls=[photo, photo])
+        assert first.status_code == 202
+        second = await submit(client, job_id="big-2", type="batch_optimization", source_image_urls=[photo, photo])
+        assert second.status_code == 503
+        assert "data: URIs" in second.json()["detail"]
+        assert (await wait_final(client, "big-1"))["status"] == "completed"
+        # Once the held sources are released, the same submission is taken.
+        again = await submit(client, job_id="big-2", type="batch_optimization", source_image_urls=[photo, photo])
+        assert again.status_code == 202
+        assert (await wait_final(client, "big-2"))["status"] == "completed"

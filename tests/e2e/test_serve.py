@@ -131,7 +131,7 @@ def test_stream_heartbeats_and_a_disconnect_leaves_nothing_behind(start_service:
         assert "event: progress" in lines[:3]
         assert sum(1 for seen in lines if seen.startswith(": ping")) == 2
         deadline = time.monotonic() + 10
-        while client.get("/api/v1/health").json()["jobs"]["stream_subscribers"] != 0:
+        while client.get("/api/v1/health", headers=AUTH).json()["jobs"]["stream_subscribers"] != 0:
             assert time.monotonic() < deadline, "the closed stream's subscription was never released"
             time.sleep(0.1)
 

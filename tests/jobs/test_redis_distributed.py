@@ -236,7 +236,7 @@ async def test_serve_with_local_workers_runs_jobs_itself(
     make_client: Callable[..., Any], db_url: str, images: str
 ) -> None:
     client = await make_client(job_backend="redis", redis_url=db_url, serve_local_workers=2, cpu_workers=1)
-    health = (await client.get("/api/v1/health")).json()
+    health = (await client.get("/api/v1/health", headers=AUTH)).json()
     assert health["jobs"]["backend"] == "redis"
     assert health["jobs"]["local_workers"] == 2
     payload = {"type": "batch_optimization", "config": {"format": "jpg"}, "source_image_urls": [f"{images}/photo.jpg"]}

@@ -136,24 +136,6 @@ async def test_finished_jobs_are_forgotten_after_the_ttl_without_new_traffic(mak
             await asyncio.sleep(0.2)
 
 
-async def test_sources_held_by_unfinished_jobs_are_bounded(make_client: Callable[..., Any]) -> None:
-    client = await make_client(max_concurrent_jobs=1, max_pending_source_bytes=400_000)
-    photo = data_uri("rocket.jpg")  # ~150 KB of base64
-    with http_server({"/slow.jpg": static_bytes(JPEG, delay=1.0)}) as base:
-        running = await submit(client, job_id="slow", type="batch_optimization", source_image_urls=[f"{base}/slow.jpg"])
-        assert running.status_code == 202
-        first = await submit(client, job_id="big-1", type="batch_optimization", source_image_urls=[photo, photo])
-        assert first.status_code == 202
-        second = await submit(client, job_id="big-2", type="batch_optimization", source_image_urls=[photo, photo])
-        assert second.status_code == 503
-        assert "data: URIs" in second.json()["detail"]
-        assert (await wait_final(client, "big-1"))["status"] == "completed"
-        # Once the held sources are released, the same submission is taken.
-        again = await submit(client, job_id="big-2", type="batch_optimization", source_image_urls=[photo, photo])
-        assert again.status_code == 202
-        assert (await wait_final(client, "big-2"))["status"] == "completed"
-
-
 async def test_a_cancelled_queued_job_leaves_no_trace_for_a_later_job_with_its_id(
     make_client: Callable[..., Any],
 ) -> None:

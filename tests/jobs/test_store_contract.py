@@ -10,12 +10,13 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 
 import pytest
+from redis.asyncio import Redis
 
 from capability_service.jobs import lifecycle
 from capability_service.jobs.memory import MemoryJobStore
 from capability_service.jobs.models import ImageStatus, Job, JobStatus
 from capability_service.jobs.redis_store import RedisJobStore
-from capability_service.jobs.store import JobStore
+from capability_service.jobs.store import JobStore, SourceBudgetExceeded
 from tests.jobs.samples import DATA_URI, failed, make_job, processing, succeeded
 
 TTL = 120
@@ -30,6 +31,9 @@ async def make_store(request: pytest.FixtureRequest) -> AsyncIterator[StoreFacto
         yield lambda: memory
         return
     redis_url: str = request.getfixturevalue("redis_url")
+    client = Redis.from_url(redis_url)
+    await client.flushdb()
+    await client.aclose()
     stores: list[RedisJobStore] = []
 
     def factory() -> JobStore:
@@ -246,3 +250,24 @@ async def test_a_lock_is_held_once_until_it_expires(store: JobStore) -> None:
 async def test_health_names_the_backend(store: JobStore) -> None:
     health = await store.health()
     assert health["healthy"] is True and health["backend"] in {"memory", "redis"}
+
+
+async def test_the_sources_of_live_jobs_are_bounded(make_store: StoreFactory) -> None:
+    api, other_api = make_store(), make_store()
+    first, second, third = make_job(1), make_job(1), make_job(1)
+    limit = first.source_bytes * 2 + 100
+    assert (await api.create(first, limit))[1]
+    assert (await other_api.create(second, limit))[1]
+    assert await api.held_source_bytes() == 2 * first.source_bytes
+    with pytest.raises(SourceBudgetExceeded, match="data: URIs") as refused:
+        await other_api.create(third, limit)
+    assert refused.value.held == 2 * first.source_bytes
+    assert await api.get(third.key) is None
+    # A job that ends, or is forgotten, gives its bytes back.
+    await api.finish(first.key, JobStatus.completed)
+    assert (await other_api.create(third, limit))[1]
+    await api.delete(third.key)
+    assert await api.held_source_bytes() == second.source_bytes
+    # One job alone always fits, whatever its size.
+    await api.finish(second.key, JobStatus.failed)
+    assert (await api.create(make_job(3), 10))[1]

@@ -13,6 +13,7 @@ from tests.fakes.base import Recorded, Scripted
 from tests.fakes.gemini_server import GeminiFake
 from tests.fakes.openai_server import OpenAIFake
 from tests.providers.conftest import GEMINI_KEY, OPENAI_KEY
+from tests.support.data import AUTH
 
 CONFIG = {"backgroundPrompt": "a warm beige studio backdrop", "mode": "generative", "format": "png"}
 
@@ -97,7 +98,7 @@ async def test_a_generative_job_with_the_openai_provider(make_client: Callable[.
 
 async def test_health_reports_the_remote_model(make_client: Callable[..., Any], gemini: GeminiFake) -> None:
     client = await make_client(ai_api_key="AIza-not-the-right-key-000", ai_api_base=gemini.api_base)
-    body = (await client.get("/api/v1/health")).json()
+    body = (await client.get("/api/v1/health", headers=AUTH)).json()
     (playground,) = [plugin for plugin in body["plugins"] if plugin["name"] == "ai-playground"]
     assert playground["healthy"] is False
 

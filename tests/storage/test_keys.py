@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from capability_service.storage.keys import is_result_key, result_key, safe_segment
+from capability_service.storage.keys import is_result_key, owner_prefix, result_key, safe_segment
 
 ODD_IDS = [
     "",
@@ -36,9 +36,10 @@ ODD_IDS = [
 
 @pytest.mark.parametrize("odd", ODD_IDS)
 def test_any_id_gives_a_safe_key(odd: str) -> None:
-    key = result_key(odd, odd or "j", 0, "webp")
+    key = result_key("shop-a", odd, odd or "j", 0, "webp")
     assert is_result_key(key), key
-    user, job = key.split("/")[1:3]
+    tenant, user, job = key.split("/")[1:4]
+    assert tenant == "shop-a"
     for segment in (user, job):
         assert segment not in ("", ".", "..")
         assert all(ch.isascii() and (ch.isalnum() or ch in "-_") for ch in segment), segment
@@ -46,8 +47,19 @@ def test_any_id_gives_a_safe_key(odd: str) -> None:
 
 
 def test_plain_ids_are_kept_as_they_are() -> None:
-    assert result_key("u-42", "test_001", 3, "webp") == "ai-playground/u-42/test_001/3.webp"
-    assert result_key(None, "j", 0, "JPG") == "ai-playground/anonymous/j/0.jpg"
+    assert result_key("shop-a", "u-42", "test_001", 3, "webp") == "ai-playground/shop-a/u-42/test_001/3.webp"
+
+
+def test_jobs_without_a_user_share_no_segment_with_any_user() -> None:
+    nobody = result_key("default", None, "j", 0, "jpg")
+    assert nobody == "ai-playground/default/-anonymous/j/0.jpg"
+    for user_id in ("anonymous", "-anonymous", "_anonymous", "--anonymous", " anonymous"):
+        assert not result_key("default", user_id, "j", 0, "jpg").startswith(owner_prefix("default", None))
+
+
+def test_tenants_never_share_a_prefix() -> None:
+    assert not owner_prefix("shop-a", "u").startswith(owner_prefix("shop-b", "u"))
+    assert owner_prefix("shop-a", "u") != owner_prefix("shop-a", None)
 
 
 def test_different_ids_never_share_a_key() -> None:
@@ -60,10 +72,10 @@ def test_different_ids_never_share_a_key() -> None:
 
 
 def test_extension_is_sanitised() -> None:
-    assert result_key("u", "j", 1, "../png").endswith("/1.png")
-    assert result_key("u", "j", 1, "").endswith("/1.bin")
+    assert result_key("t", "u", "j", 1, "../png").endswith("/1.png")
+    assert result_key("t", "u", "j", 1, "").endswith("/1.bin")
     with pytest.raises(ValueError, match="negative"):
-        result_key("u", "j", -1, "png")
+        result_key("t", "u", "j", -1, "png")
 
 
 @pytest.mark.parametrize(

@@ -70,7 +70,7 @@ async def make_storage(seaweed: Seaweed, scheme: str) -> AsyncIterator[StorageFa
 
 async def test_upload_then_fetch_the_presigned_url(make_storage: StorageFactory, seaweed: Seaweed, scheme: str) -> None:
     storage = make_storage()
-    key = result_key("seller 42", f"job-{scheme}", 0, "png")
+    key = result_key("default", "seller 42", f"job-{scheme}", 0, "png")
     stored = await storage.put(key, PNG, "image/png")
     assert stored.key == key
     assert stored.size == len(PNG)
@@ -110,7 +110,7 @@ async def test_expired_presigned_url_is_refused(make_storage: StorageFactory, se
 async def test_public_base_url(make_storage: StorageFactory, seaweed: Seaweed, scheme: str) -> None:
     base = f"{endpoint_of(seaweed, scheme)}/{seaweed.public_bucket}"
     storage = make_storage(bucket=seaweed.public_bucket, public_base_url=base + "/")
-    key = result_key("u", "public-job", 3, "jpg")
+    key = result_key("default", "u", "public-job", 3, "jpg")
     stored = await storage.put(key, JPEG, "image/jpeg")
     assert stored.url == f"{base}/{key}"
     async with browser(seaweed) as client:
@@ -168,7 +168,7 @@ async def test_missing_key_and_bucket(make_storage: StorageFactory) -> None:
 
 async def test_concurrent_uploads(make_storage: StorageFactory) -> None:
     storage = make_storage(max_workers=4)
-    payloads = {result_key("u", "many", i, "png"): PNG + bytes([i]) for i in range(12)}
+    payloads = {result_key("default", "u", "many", i, "png"): PNG + bytes([i]) for i in range(12)}
     stored = await asyncio.gather(*(storage.put(key, data, "image/png") for key, data in payloads.items()))
     assert [item.key for item in stored] == list(payloads)
     for key, data in payloads.items():

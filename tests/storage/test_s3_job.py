@@ -48,7 +48,7 @@ def read_object(seaweed: Seaweed, key: str) -> bytes:
 async def test_job_results_land_in_s3(make_client: Callable[..., Any], seaweed: Seaweed) -> None:
     client: httpx.AsyncClient = await make_client(**s3_settings(seaweed))
 
-    health = (await client.get("/api/v1/health")).json()
+    health = (await client.get("/api/v1/health", headers=AUTH)).json()
     assert health["storage"]["backend"] == "s3"
     assert health["storage"]["healthy"] is True
 
@@ -65,7 +65,7 @@ async def test_job_results_land_in_s3(make_client: Callable[..., Any], seaweed: 
     assert result["status"] == "completed", result
     url, refused = result["result_image_urls"]
     assert refused is None
-    assert url.startswith(f"{seaweed.http_endpoint}/{seaweed.bucket}/ai-playground/seller-42-")
+    assert url.startswith(f"{seaweed.http_endpoint}/{seaweed.bucket}/ai-playground/default/seller-42-")
     assert "/s3-job-1/0.webp?" in url
 
     async with httpx.AsyncClient(timeout=10) as browser:
@@ -97,7 +97,7 @@ async def test_upload_failure_fails_that_image_with_its_reason(
     make_client: Callable[..., Any], seaweed: Seaweed
 ) -> None:
     client: httpx.AsyncClient = await make_client(**s3_settings(seaweed, s3_secret_access_key="wrong-secret"))
-    health = (await client.get("/api/v1/health")).json()
+    health = (await client.get("/api/v1/health", headers=AUTH)).json()
     assert health["storage"]["healthy"] is False
     await submit(client, job_id="s3-bad", type="batch_optimization", source_image_urls=[data_uri("rocket.jpg")])
     result = await wait_final(client, "s3-bad")

@@ -15,6 +15,9 @@ from capability_service.plugins.base import InvalidConfig, OperationUnavailable,
 
 log = logging.getLogger(__name__)
 
+# What callers are told when the job store is down: no host, command or key of ours.
+STORE_DOWN = "the job store is unavailable; try again shortly"
+
 
 def _location(error: dict[str, Any]) -> str:
     if error.get("type") == "json_invalid":
@@ -64,9 +67,6 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(JobStoreUnavailable)
     async def store_down(request: Request, exc: JobStoreUnavailable) -> JSONResponse:
+        # The operator reads the cause in the log; callers learn only that it is temporary.
         log.warning("job store unavailable: %s", exc)
-        return JSONResponse(
-            {"detail": f"the job store is unavailable: {exc}; try again shortly"},
-            status_code=503,
-            headers={"Retry-After": "5"},
-        )
+        return JSONResponse({"detail": STORE_DOWN}, status_code=503, headers={"Retry-After": "5"})

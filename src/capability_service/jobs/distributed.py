@@ -34,6 +34,9 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from saq.job import Job as Task
 from saq.job import Status as TaskStatus
 from saq.queue.redis import RedisQueue
@@ -72,6 +75,10 @@ DEQUEUE_TIMEOUT_SECONDS = 1.0
 STATS_REFRESH_SECONDS = 5.0
 # Told to clients when the work queue is full.
 QUEUE_FULL_RETRY_AFTER_SECONDS = 10
+# While Redis is unreachable: how long an idle worker slot waits between tries, and how often the same
+# outage message of SAQ's may be logged again.
+OUTAGE_PAUSE_SECONDS = 1.0
+OUTAGE_LOG_WINDOW_SECONDS = 60.0
 
 
 def sweep_interval(heartbeat_seconds: int) -> int:
@@ -97,12 +104,85 @@ class QueueRedis(_SetexAsSet, Redis):  # type: ignore[misc]
         return _QueuePipeline(self.connection_pool, self.response_callbacks, transaction, shard_hint)
 
 
+class RedisOutage:
+    """One log line when Redis goes away and one when it is back, instead of a traceback per attempt."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+        self._since: float | None = None
+
+    @property
+    def ongoing(self) -> bool:
+        return self._since is not None
+
+    def lost(self, what: str, exc: BaseException) -> None:
+        if self._since is None:
+            self._since = time.monotonic()
+            log.warning("lost Redis at %s while %s (%s); retrying until it is back", self.where, what, _describe(exc))
+
+    def back(self) -> None:
+        if self._since is not None:
+            log.info("Redis at %s is back after %.0f s", self.where, time.monotonic() - self._since)
+            self._since = None
+
+
+def _describe(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
+
+
+class QuietOutages(logging.Filter):
+    """Turns SAQ's tracebacks for an unreachable Redis into one line, repeated at most every `window` s.
+
+    SAQ logs every failed upkeep round and task update with `logger.exception`; while Redis is down
+    that is a traceback a second for something an operator needs to read once.
+    """
+
+    def __init__(self, window: float = OUTAGE_LOG_WINDOW_SECONDS) -> None:
+        super().__init__()
+        self.window = window
+        self._last: dict[str, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, (RedisConnectionError, RedisTimeoutError, OSError)):
+            return True
+        what = str(record.msg)
+        now = time.monotonic()
+        if now - self._last.get(what, -self.window) < self.window:
+            return False
+        self._last[what] = now
+        record.msg = f"{record.getMessage()}: Redis unreachable ({_describe(exc)})"
+        record.args, record.exc_info, record.exc_text = (), None, None
+        return True
+
+
+QUIET_OUTAGES = QuietOutages()
+
+
 class ImageQueue(RedisQueue):
-    """SAQ's Redis queue, with a shorter wait for a silent worker's abort during the sweep."""
+    """SAQ's Redis queue: a shorter wait for a silent worker's abort in the sweep, and calm outages.
+
+    A dequeue that cannot reach Redis pauses and reports "nothing to do" instead of failing: SAQ would
+    otherwise start the next dequeue at once, and log each failure as an unretrieved task exception.
+    """
+
+    def __init__(self, *args: Any, where: str = "", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.outage = RedisOutage(where)
 
     async def sweep(self, lock: int = 60, abort: float = SWEEP_ABORT_WAIT_SECONDS) -> list[str]:
         swept: list[str] = await super().sweep(lock, abort)
         return swept
+
+    async def dequeue(self, timeout: float = 0.0, poll_interval: float = 0.0) -> Task | None:  # noqa: ASYNC109 - SAQ's signature
+        try:
+            task: Task | None = await super().dequeue(timeout, poll_interval)
+        except (RedisError, OSError) as exc:
+            self.outage.lost("waiting for images", exc)
+            await asyncio.sleep(OUTAGE_PAUSE_SECONDS)
+            return None
+        self.outage.back()
+        return task
 
 
 class _TaskWorker(Worker[Context]):
@@ -129,6 +209,16 @@ class _TaskWorker(Worker[Context]):
         for task in self._upkeep_tasks:
             task.cancel()
         await super().stop()
+
+    async def process(self) -> bool:
+        # Recording a task's state can meet a Redis outage too; SAQ would leave that exception in a task
+        # nobody awaits. The task itself stays in Redis, and the sweep re-queues it once Redis is back.
+        try:
+            return bool(await super().process())
+        except (RedisError, OSError) as exc:
+            if isinstance(self.queue, ImageQueue):
+                self.queue.outage.lost("recording an image task", exc)
+            return False
 
 
 def _lost_reason(task: Task | None, job: Job, now: float) -> str | None:
@@ -190,6 +280,8 @@ class ImageWorker:
         return worker_id
 
     async def start(self) -> None:
+        # The same filter object each time: adding it again is a no-op.
+        logging.getLogger("saq").addFilter(QUIET_OUTAGES)
         await self.queue.connect()
         self._run = asyncio.create_task(self._saq.start(), name="image-worker")
         self._reconciler = asyncio.create_task(self._reconcile_forever(), name="image-reconciler")
@@ -277,7 +369,9 @@ class RedisDispatcher:
         self.tasks = tasks
         # No socket timeout: an idle worker blocks on the queue for `DEQUEUE_TIMEOUT_SECONDS` at a time.
         self.queue = ImageQueue(
-            make_redis(settings.redis_url, socket_timeout=None, client_class=QueueRedis), name=keys.QUEUE_NAME
+            make_redis(settings.redis_url, socket_timeout=None, client_class=QueueRedis),
+            name=keys.QUEUE_NAME,
+            where=store.where,
         )
         self.task_timeout = int(tasks.pipeline.image_timeout) + TASK_TIMEOUT_MARGIN_SECONDS
         self._accepting = False
@@ -305,7 +399,7 @@ class RedisDispatcher:
         try:
             queued = await self.queue.count("queued")
         except Exception as exc:
-            raise Unavailable(f"could not queue the job on Redis at {self.store.where}: {exc}", retry_after=5) from exc
+            raise self._queue_down(exc) from exc
         limit = self.settings.max_queued_images
         if queued + job.total > limit:
             # The same back-pressure as the memory mode's queue limit, counted in images since workers take images.
@@ -317,7 +411,12 @@ class RedisDispatcher:
             await asyncio.gather(*(self._enqueue(job.key, index) for index in range(job.total)))
         except Exception as exc:
             # Tasks queued before the failure find no job once the caller has deleted it, and do nothing.
-            raise Unavailable(f"could not queue the job on Redis at {self.store.where}: {exc}", retry_after=5) from exc
+            raise self._queue_down(exc) from exc
+
+    def _queue_down(self, exc: Exception) -> Unavailable:
+        # The cause, with Redis's host and command, is for the operator's log, not for the caller.
+        log.warning("could not queue a job on Redis at %s: %r", self.store.where, exc)
+        return Unavailable("the job queue is unavailable; try again shortly", retry_after=5)
 
     async def _enqueue(self, key: str, index: int) -> None:
         await self.queue.enqueue(

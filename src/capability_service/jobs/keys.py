@@ -20,6 +20,10 @@ LIVE_JOBS = f"{PREFIX}:live"
 # Pub/sub channel per job; each message is "<version>|<status>|<cancel flag>".
 EVENTS_PREFIX = f"{PREFIX}:events:"
 EVENTS_PATTERN = f"{EVENTS_PREFIX}*"
+# Bytes of the sources that live jobs hold (data: URIs can be megabytes), in total and per job key:
+# bounded by MAX_PENDING_SOURCE_BYTES across every instance, as in the memory mode.
+HELD_BYTES = f"{PREFIX}:held-bytes"
+HELD_BY_JOB = f"{PREFIX}:held-by-job"
 # Held by the one worker that reconciles live jobs at a time.
 RECONCILE_LOCK = f"{PREFIX}:lock:reconcile"
 

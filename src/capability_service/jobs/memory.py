@@ -12,6 +12,7 @@ from typing import Any
 from capability_service.jobs import lifecycle
 from capability_service.jobs.events import EventHub
 from capability_service.jobs.models import ImageOutcome, Job, JobStatus, summarize_source
+from capability_service.jobs.store import SourceBudgetExceeded
 
 
 class MemoryJobStore:
@@ -20,6 +21,9 @@ class MemoryJobStore:
         self._hub = EventHub()
         self._cancel_watchers: defaultdict[str, set[asyncio.Event]] = defaultdict(set)
         self._locks: dict[str, float] = {}
+        # Bytes of the sources each live job holds (data: URIs are kept whole until the job ends).
+        self._held: dict[str, int] = {}
+        self._held_bytes = 0
         self._ttl = ttl_seconds
         self._max_jobs = max_jobs
         self._clock = clock
@@ -60,7 +64,7 @@ class MemoryJobStore:
                 event.set()
         return snapshot
 
-    async def create(self, job: Job) -> tuple[Job, bool]:
+    async def create(self, job: Job, held_limit: int = 0) -> tuple[Job, bool]:
         # Expired jobs go in the engine's periodic sweep; here only the count cap is kept, so a submit
         # scans the store only when it is full.
         if len(self._jobs) >= self._max_jobs:
@@ -68,6 +72,12 @@ class MemoryJobStore:
         existing = self._jobs.get(job.key)
         if existing is not None:
             return existing.model_copy(deep=True), False
+        if not job.status.is_final:
+            size = job.source_bytes
+            if held_limit and self._held_bytes and self._held_bytes + size > held_limit:
+                raise SourceBudgetExceeded(held=self._held_bytes, limit=held_limit)
+            self._held[job.key] = size
+            self._held_bytes += size
         self._jobs[job.key] = job.model_copy(deep=True)
         self._changed(self._jobs[job.key])
         return self._jobs[job.key].model_copy(deep=True), True
@@ -84,6 +94,10 @@ class MemoryJobStore:
 
     async def delete(self, key: str) -> None:
         self._jobs.pop(key, None)
+        self._release(key)
+
+    def _release(self, key: str) -> None:
+        self._held_bytes -= self._held.pop(key, 0)
 
     async def mark_processing(self, key: str) -> Job | None:
         job = self._jobs.get(key)
@@ -105,6 +119,7 @@ class MemoryJobStore:
         if job is None:
             return None
         if lifecycle.close(job, status, reason, self._clock()):
+            self._release(key)
             return self._changed(job)
         return job.model_copy(deep=True)
 
@@ -142,8 +157,11 @@ class MemoryJobStore:
         return [key for key, job in self._jobs.items() if not job.status.is_final][:limit]
 
     async def forget_live(self, key: str) -> None:
-        # Liveness is read off each job's status here; there is no separate list to prune.
-        return None
+        # Liveness is read off each job's status here; only its held bytes may be left to release.
+        self._release(key)
+
+    async def held_source_bytes(self) -> int:
+        return self._held_bytes
 
     async def try_lock(self, name: str, seconds: float) -> bool:
         now = self._clock()

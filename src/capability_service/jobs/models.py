@@ -104,6 +104,11 @@ class Job(BaseModel):
         return job_key(self.tenant, self.job_id)
 
     @property
+    def source_bytes(self) -> int:
+        """What the job's sources weigh while it is live (data: URIs are kept whole until it ends)."""
+        return sum(len(url) for url in self.source_image_urls)
+
+    @property
     def total(self) -> int:
         return len(self.images)
 

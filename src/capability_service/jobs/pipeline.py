@@ -19,7 +19,7 @@ from capability_service.providers.base import ProviderError
 from capability_service.sources.errors import SourceError
 from capability_service.sources.fetch import SourceFetcher
 from capability_service.storage.base import Storage, StorageError
-from capability_service.storage.keys import result_key
+from capability_service.storage.keys import owner_prefix, result_key
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +43,8 @@ class ImagePipeline:
         started = time.perf_counter()
         try:
             async with asyncio.timeout(self.image_timeout):
-                # Jobs read stored results of their own user only ("" for jobs without a user).
-                owner = job.user_id or ""
+                # Jobs read stored results of their own tenant's same user only.
+                owner = owner_prefix(job.tenant, job.user_id)
 
                 async def read_source(url: str) -> bytes:
                     return (await self.fetcher.fetch(url, owner=owner)).data
@@ -52,7 +52,7 @@ class ImagePipeline:
                 source = await self.fetcher.fetch(job.source_image_urls[index], owner=owner)
                 ctx = ProcessContext(run_cpu=self.cpu.run, read_source=read_source)
                 result = await plugin.process(job.type, config, source.data, ctx)
-                key = result_key(job.user_id, job.job_id, index, result.format)
+                key = result_key(job.tenant, job.user_id, job.job_id, index, result.format)
                 stored = await self.storage.put(key, result.data, result.content_type)
         except TimeoutError:
             return self._failed(index, f"processing took longer than {self.image_timeout:.0f} s")

@@ -33,7 +33,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from capability_service.jobs import keys, lifecycle
 from capability_service.jobs.models import ImageOutcome, ImageStatus, Job, JobStatus, summarize_source
-from capability_service.jobs.store import JobStoreUnavailable
+from capability_service.jobs.store import JobStoreUnavailable, SourceBudgetExceeded
 
 log = logging.getLogger(__name__)
 
@@ -59,17 +59,46 @@ local function announce(key, channel)
 end
 """
 
-# KEYS: job, sources, live. ARGV: ttl, sources json, created_at, job key, live?, channel, field/value pairs.
+# KEYS: job, sources, live, held total, held by job. ARGV: ttl, sources json, created_at, job key, live?,
+# channel, source bytes, byte limit (0: none), field/value pairs. Returns {1} created, {0} exists, or
+# {-1, held} when the sources of live jobs would exceed the limit.
 _CREATE = (
     _LUA_PRELUDE
     + """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-for i = 7, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+if redis.call('EXISTS', KEYS[1]) == 1 then return {0} end
+local size = tonumber(ARGV[7])
+if ARGV[5] == '1' then
+  local held = tonumber(redis.call('GET', KEYS[4]) or '0')
+  local limit = tonumber(ARGV[8])
+  if limit > 0 and held > 0 and held + size > limit then return {-1, held} end
+end
+for i = 9, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[1])
-if ARGV[5] == '1' then redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4]) end
+if ARGV[5] == '1' then
+  redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
+  redis.call('HSET', KEYS[5], ARGV[4], size)
+  redis.call('INCRBY', KEYS[4], size)
+end
 announce(KEYS[1], ARGV[6])
-return 1
+return {1}
+"""
+)
+
+# Forget a job's share of the held source bytes. KEYS: held total, held by job. ARGV: job key.
+_RELEASE_LUA = """
+local size = redis.call('HGET', KEYS[2], ARGV[1])
+if size then
+  redis.call('HDEL', KEYS[2], ARGV[1])
+  redis.call('DECRBY', KEYS[1], size)
+end
+"""
+
+# KEYS: held total, held by job, live. ARGV: job key.
+_RELEASE = (
+    _RELEASE_LUA
+    + """
+redis.call('ZREM', KEYS[3], ARGV[1])
 """
 )
 
@@ -122,8 +151,9 @@ return {last, redis.call('HGETALL', KEYS[1])}
 """
 )
 
-# KEYS: job, sources, live. ARGV: expected version, status, message, finished_at, ttl, channel, job key,
-# field/value pairs (the outcomes of unfinished images). Returns {-1} when the job changed meanwhile.
+# KEYS: job, sources, live, held total, held by job. ARGV: expected version, status, message, finished_at,
+# ttl, channel, job key, field/value pairs (the outcomes of unfinished images). Returns {-1} when the
+# job changed meanwhile.
 _FINISH = (
     _LUA_PRELUDE
     + """
@@ -139,6 +169,11 @@ redis.call('HSET', KEYS[1], 'status', ARGV[2], 'message', ARGV[3], 'finished_at'
 redis.call('HSETNX', KEYS[1], 'started_at', ARGV[4])
 redis.call('DEL', KEYS[2])
 redis.call('ZREM', KEYS[3], ARGV[7])
+local size = redis.call('HGET', KEYS[5], ARGV[7])
+if size then
+  redis.call('HDEL', KEYS[5], ARGV[7])
+  redis.call('DECRBY', KEYS[4], size)
+end
 announce(KEYS[1], ARGV[6])
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 return {1, redis.call('HGETALL', KEYS[1])}
@@ -405,6 +440,7 @@ class RedisJobStore:
         self._ttl = ttl_seconds
         self._live_ttl = ttl_seconds + LIVE_JOB_GRACE_SECONDS
         self._create = self._redis.register_script(_CREATE)
+        self._release = self._redis.register_script(_RELEASE)
         self._mark_processing = self._redis.register_script(_MARK_PROCESSING)
         self._update_image = self._redis.register_script(_UPDATE_IMAGE)
         self._finish = self._redis.register_script(_FINISH)
@@ -427,7 +463,7 @@ class RedisJobStore:
             detail = str(exc) or type(exc).__name__
             raise JobStoreUnavailable(f"Redis at {self.where} refused the request ({detail})") from exc
 
-    async def create(self, job: Job) -> tuple[Job, bool]:
+    async def create(self, job: Job, held_limit: int = 0) -> tuple[Job, bool]:
         values: dict[str, str] = {
             "spec": _spec(job),
             "total": str(job.total),
@@ -451,8 +487,14 @@ class RedisJobStore:
         pairs = [item for pair in values.items() for item in pair]
         ttl = self._ttl if job.status.is_final else self._live_ttl
         with self._guard():
-            created = await self._create(
-                keys=[keys.job_key(job.key), keys.sources_key(job.key), keys.LIVE_JOBS],
+            result = await self._create(
+                keys=[
+                    keys.job_key(job.key),
+                    keys.sources_key(job.key),
+                    keys.LIVE_JOBS,
+                    keys.HELD_BYTES,
+                    keys.HELD_BY_JOB,
+                ],
                 args=[
                     ttl,
                     json.dumps(job.source_image_urls),
@@ -460,14 +502,18 @@ class RedisJobStore:
                     job.key,
                     "0" if job.status.is_final else "1",
                     keys.events_channel(job.key),
+                    job.source_bytes,
+                    held_limit,
                     *pairs,
                 ],
             )
+        if int(result[0]) == -1:
+            raise SourceBudgetExceeded(held=int(result[1]), limit=held_limit)
         stored = await self.get(job.key)
         if stored is None:
             # Expired or deleted between the two calls: the caller may simply submit again.
             raise JobStoreUnavailable(f"job {job.job_id!r} vanished from Redis while being created")
-        return stored, bool(created)
+        return stored, bool(int(result[0]))
 
     async def get(self, key: str) -> Job | None:
         with self._guard():
@@ -491,10 +537,8 @@ class RedisJobStore:
 
     async def delete(self, key: str) -> None:
         with self._guard():
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.delete(keys.job_key(key), keys.sources_key(key))
-                pipe.zrem(keys.LIVE_JOBS, key)
-                await pipe.execute()
+            await self._redis.delete(keys.job_key(key), keys.sources_key(key))
+        await self.forget_live(key)
 
     async def _total(self, key: str) -> int:
         with self._guard():
@@ -556,7 +600,7 @@ class RedisJobStore:
                     pending_fields += [f"img:{image.index}", lifecycle.stopped_image(image).model_dump_json()]
             with self._guard():
                 result = await self._finish(
-                    keys=[keys.job_key(key), keys.sources_key(key), keys.LIVE_JOBS],
+                    keys=[keys.job_key(key), keys.sources_key(key), keys.LIVE_JOBS, keys.HELD_BYTES, keys.HELD_BY_JOB],
                     args=[
                         job.version,
                         status.value,
@@ -628,7 +672,12 @@ class RedisJobStore:
 
     async def forget_live(self, key: str) -> None:
         with self._guard():
-            await self._redis.zrem(keys.LIVE_JOBS, key)
+            await self._release(keys=[keys.HELD_BYTES, keys.HELD_BY_JOB, keys.LIVE_JOBS], args=[key])
+
+    async def held_source_bytes(self) -> int:
+        with self._guard():
+            held = await self._redis.get(keys.HELD_BYTES)
+        return int(held or 0)
 
     async def try_lock(self, name: str, seconds: float) -> bool:
         """Take a lock that expires by itself; False when someone else holds it."""

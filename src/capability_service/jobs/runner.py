@@ -38,7 +38,6 @@ class LocalJobRunner:
         max_images_in_flight: int,
         queue_size: int,
         shutdown_grace: float,
-        max_held_source_bytes: int = 1 << 30,
         housekeeping: Callable[[], object] | None = None,
         housekeeping_interval: float = 60.0,
     ) -> None:
@@ -50,9 +49,6 @@ class LocalJobRunner:
         self._queue: asyncio.Queue[str] = asyncio.Queue(maxsize=queue_size)
         self._workers: list[asyncio.Task[None]] = []
         self._runs: dict[str, asyncio.Task[None]] = {}
-        self.max_held_source_bytes = max_held_source_bytes
-        self._held: dict[str, int] = {}
-        self._held_bytes = 0
         self._accepting = False
         # Periodic clean-up (e.g. evicting expired jobs) so memory shrinks even when no job arrives.
         self._housekeeping = housekeeping
@@ -82,20 +78,7 @@ class LocalJobRunner:
 
     async def dispatch(self, job: Job) -> None:
         self.check_capacity()
-        # Pending jobs hold their sources (data: URIs can be megabytes) until they finish: bound the total.
-        size = sum(len(url) for url in job.source_image_urls)
-        if self._held_bytes and self._held_bytes + size > self.max_held_source_bytes:
-            raise Unavailable(
-                f"the service holds {self._held_bytes} bytes of sources of unfinished jobs, its limit is "
-                f"{self.max_held_source_bytes}; try again shortly or pass image URLs instead of data: URIs",
-                retry_after=QUEUE_FULL_RETRY_AFTER,
-            )
         self._queue.put_nowait(job.key)
-        self._held[job.key] = size
-        self._held_bytes += size
-
-    def _release(self, key: str) -> None:
-        self._held_bytes -= self._held.pop(key, 0)
 
     async def cancel(self, key: str) -> None:
         # Nothing to reach: the store has closed the job, its running images stop on the store's flag
@@ -123,8 +106,6 @@ class LocalJobRunner:
         except Exception:
             log.exception("job %s stopped on an unexpected error", key)
             await self.store.finish(key, JobStatus.failed, "Failed: internal error while running the job")
-        finally:
-            self._release(key)
 
     async def _run_job(self, key: str) -> None:
         job = await self.store.snapshot(key)
@@ -149,7 +130,6 @@ class LocalJobRunner:
         while not self._queue.empty():
             key = self._queue.get_nowait()
             self._queue.task_done()
-            self._release(key)
             await lifecycle.cancel(self.store, key, f"{lifecycle.SHUTDOWN} before the job started")
         if self._runs:
             log.info("waiting up to %.0f s for %d running jobs", self.shutdown_grace, len(self._runs))

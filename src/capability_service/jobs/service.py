@@ -7,9 +7,12 @@ from typing import Any, Protocol
 from capability_service.jobs import lifecycle
 from capability_service.jobs.errors import InvalidSubmission, JobConflict, JobNotFound, Unavailable
 from capability_service.jobs.models import Job, job_key
-from capability_service.jobs.store import JobStore
+from capability_service.jobs.store import JobStore, SourceBudgetExceeded
 from capability_service.plugins.base import InvalidConfig, OperationUnavailable, PluginDisabled
 from capability_service.plugins.manager import PluginRegistry
+
+# Told to clients whose job's sources do not fit now: jobs finishing free their bytes.
+SOURCE_BUDGET_RETRY_AFTER = 10
 
 
 class Dispatcher(Protocol):
@@ -37,11 +40,21 @@ class Dispatcher(Protocol):
 
 
 class JobService:
-    def __init__(self, *, store: JobStore, plugins: PluginRegistry, dispatcher: Dispatcher, max_images: int) -> None:
+    def __init__(
+        self,
+        *,
+        store: JobStore,
+        plugins: PluginRegistry,
+        dispatcher: Dispatcher,
+        max_images: int,
+        max_held_source_bytes: int = 0,
+    ) -> None:
         self.store = store
         self.plugins = plugins
         self.dispatcher = dispatcher
         self.max_images = max_images
+        # Live jobs keep their sources whole (data: URIs can be megabytes): a bound across the engine.
+        self.max_held_source_bytes = max_held_source_bytes
 
     def prepare(
         self,
@@ -91,7 +104,10 @@ class JobService:
         if existing is not None:
             return self._replay(existing, job), False
         self.dispatcher.check_capacity()
-        stored, created = await self.store.create(job)
+        try:
+            stored, created = await self.store.create(job, self.max_held_source_bytes)
+        except SourceBudgetExceeded as exc:
+            raise Unavailable(str(exc), retry_after=SOURCE_BUDGET_RETRY_AFTER) from None
         if not created:
             return self._replay(stored, job), False
         try:

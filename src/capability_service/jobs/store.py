@@ -19,11 +19,27 @@ class JobStoreUnavailable(Exception):
     """The store cannot be reached (e.g. Redis is down); the API answers 503."""
 
 
+class SourceBudgetExceeded(Exception):
+    """The sources of live jobs would pass the byte limit (data: URIs can be megabytes each)."""
+
+    def __init__(self, *, held: int, limit: int) -> None:
+        super().__init__(
+            f"the service holds {held} bytes of sources of unfinished jobs, its limit is {limit}; "
+            "try again shortly or pass image URLs instead of data: URIs"
+        )
+        self.held = held
+        self.limit = limit
+
+
 class JobStore(Protocol):
     """Jobs by `Job.key` (a digest of tenant and job id, so no caller-chosen id names another's job)."""
 
-    async def create(self, job: Job) -> tuple[Job, bool]:
-        """Store a new job atomically; if its key exists, return the stored job and False."""
+    async def create(self, job: Job, held_limit: int = 0) -> tuple[Job, bool]:
+        """Store a new job atomically; if its key exists, return the stored job and False.
+
+        With `held_limit`, a live job is refused (`SourceBudgetExceeded`) when the sources of the live
+        jobs already stored plus its own would pass that many bytes; one job alone always fits.
+        """
         ...
 
     async def get(self, key: str) -> Job | None:
@@ -78,7 +94,11 @@ class JobStore(Protocol):
         ...
 
     async def forget_live(self, key: str) -> None:
-        """Drop a job from the live list (it ended or vanished)."""
+        """Drop a job from the live list and release its share of the held source bytes."""
+        ...
+
+    async def held_source_bytes(self) -> int:
+        """Bytes of the sources that live jobs hold."""
         ...
 
     async def try_lock(self, name: str, seconds: float) -> bool:

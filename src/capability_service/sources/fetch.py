@@ -40,7 +40,7 @@ from capability_service.sources.errors import SourceError
 from capability_service.sources.magic import MAGIC_BYTES, describe, image_kind
 from capability_service.sources.netguard import AddressPolicy, GuardedTransport, Resolver, system_resolver
 from capability_service.storage.base import KeyFromUrl, Storage, StorageError
-from capability_service.storage.keys import RESULT_PREFIX, is_result_key, user_segment
+from capability_service.storage.keys import RESULT_PREFIX, is_result_key
 
 _DATA_URI = re.compile(r"^data:(?P<mime>[\w.+/-]*)(?P<params>(?:;[\w.+-]+=[\w.+-]+)*)(?P<b64>;base64)?,", re.I)
 _WHITESPACE = re.compile(r"\s+")
@@ -243,8 +243,9 @@ class SourceFetcher:
     async def fetch(self, url: str, *, owner: str | None = None) -> FetchedSource:
         """The bytes of the image `url` names; raises `SourceError` with a reason a seller can act on.
 
-        `owner` is the user a job runs for: results of this service are then read only when they are
-        that user's own (`None` means no user scoping, for callers outside jobs).
+        `owner` is the key prefix of the tenant's user a job runs for (`storage.keys.owner_prefix`):
+        results of this service are then read only when they are under it (`None` means no scoping,
+        for callers outside jobs).
         """
         url = url.strip()
         if not url:
@@ -276,7 +277,7 @@ class SourceFetcher:
         assert self.storage is not None
         if not is_result_key(key):
             raise SourceError(f"{key!r} is not a result of this service", rule="storage-key")
-        if owner is not None and not key.startswith(f"{RESULT_PREFIX}/{user_segment(owner)}/"):
+        if owner is not None and not key.startswith(owner):
             # One seller's job never reads another seller's results, even by a known key or URL.
             raise SourceError("that stored result belongs to another user", rule="storage-key")
         try:

@@ -1,4 +1,9 @@
-"""Object keys for results: `ai-playground/{user_id}/{job_id}/{index}.{ext}`, safe for any ids."""
+"""Object keys for results: `ai-playground/{tenant}/{user_id}/{job_id}/{index}.{ext}`, safe for any ids.
+
+Each tenant's results live under their own segment, each user's under theirs inside it; a job without
+a user writes under `-anonymous`, which no user id can produce (segments made from ids never start
+with `-`), so no user can reach those results by calling themselves "anonymous".
+"""
 
 from __future__ import annotations
 
@@ -31,18 +36,26 @@ def safe_segment(value: str, *, fallback: str = "anonymous") -> str:
     return cleaned
 
 
+# The user segment of jobs without a user: `safe_segment` strips leading dashes, so no id maps to it.
+NO_USER_SEGMENT = "-anonymous"
+
+
 def user_segment(user_id: str | None) -> str:
-    """The key segment of a user's results (`anonymous` for jobs without a user)."""
-    return safe_segment(user_id or "", fallback="anonymous")
+    """The key segment of a user's results (`-anonymous` for jobs without a user)."""
+    return safe_segment(user_id, fallback="user") if user_id else NO_USER_SEGMENT
 
 
-def result_key(user_id: str | None, job_id: str, index: int, ext: str) -> str:
+def owner_prefix(tenant: str, user_id: str | None) -> str:
+    """Where the results of one tenant's user (or its jobs without a user) live, ending in `/`."""
+    return f"{RESULT_PREFIX}/{safe_segment(tenant, fallback='tenant')}/{user_segment(user_id)}/"
+
+
+def result_key(tenant: str, user_id: str | None, job_id: str, index: int, ext: str) -> str:
     """The key of result `index` of a job; `ext` is the file extension without the dot."""
     if index < 0:
         raise ValueError("a result index is never negative")
     ext = re.sub(r"[^a-z0-9]", "", ext.lower())[:8] or "bin"
-    user = user_segment(user_id)
-    return f"{RESULT_PREFIX}/{user}/{safe_segment(job_id, fallback='job')}/{index}.{ext}"
+    return f"{owner_prefix(tenant, user_id)}{safe_segment(job_id, fallback='job')}/{index}.{ext}"
 
 
 def is_result_key(key: str) -> bool:

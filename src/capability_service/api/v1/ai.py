@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Annotated, Any
@@ -15,11 +16,13 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from capability_service.api.deps import ApiKeyDep, ServicesDep, TenantDep, UserIdDep
-from capability_service.jobs.errors import JobNotFound
+from capability_service.api.errors import STORE_DOWN
+from capability_service.jobs.errors import InvalidSubmission, JobNotFound
 from capability_service.jobs.models import Job, job_key
 from capability_service.jobs.store import JobStoreUnavailable
 from capability_service.services import Services
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["ai jobs"], dependencies=[ApiKeyDep])
 
 # Seconds a stream has, once the server begins to shut down, to tell its client before it is closed.
@@ -54,12 +57,16 @@ class JobSubmission(BaseModel):
 
 
 @router.post("/ai/job", status_code=202)
-async def submit_job(submission: JobSubmission, services: ServicesDep, tenant: TenantDep) -> JSONResponse:
+async def submit_job(
+    submission: JobSubmission, services: ServicesDep, tenant: TenantDep, user_id: UserIdDep
+) -> JSONResponse:
     started = time.perf_counter()
+    if user_id is not None and submission.user_id is not None and submission.user_id != user_id:
+        raise InvalidSubmission("user_id", "differs from the X-User-Id header; send one user, or the same in both")
     prepared = services.jobs.prepare(
         job_id=submission.job_id,
         tenant=tenant,
-        user_id=submission.user_id,
+        user_id=submission.user_id or user_id,
         job_type=submission.type,
         config=submission.config,
         sources=submission.source_image_urls,
@@ -145,7 +152,8 @@ async def stream_job(
                     return
         except JobStoreUnavailable as exc:
             # The stream has already answered 200: say why it ends instead of just closing it.
-            yield _error_event(job_id, str(exc))
+            log.warning("stream of job %s ends: %s", job_id, exc)
+            yield _error_event(job_id, STORE_DOWN)
         finally:
             # Also on a client that went away: cancelling the read ends the subscription with it.
             for future in pending:

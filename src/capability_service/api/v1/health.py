@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Header
 
 from capability_service import __version__
 from capability_service.api.deps import ServicesDep
 
 router = APIRouter(tags=["health"])
 
+# What anyone may see of a plugin; the rest (its operations, why it is unhealthy) needs a key.
+PUBLIC_PLUGIN_FIELDS = ("name", "display_name", "category", "enabled")
+
 
 @router.get("/health")
-async def health(services: ServicesDep) -> dict[str, Any]:
+async def health(
+    services: ServicesDep, x_api_key: Annotated[str | None, Header(alias="X-API-Key")] = None
+) -> dict[str, Any]:
+    """`ok`/`degraded` and the plugins for anyone; storage, job engine and model details with a valid key."""
     plugins = []
     for plugin in services.plugins:
         report = await plugin.health_check()
@@ -24,9 +30,13 @@ async def health(services: ServicesDep) -> dict[str, Any]:
     jobs = await services.store.health()
     jobs.update(services.dispatcher.stats())
     healthy = storage.get("healthy", False) and jobs.get("healthy", False)
+    summary: dict[str, Any] = {"status": "ok" if healthy else "degraded", "version": __version__}
+    if not services.api_keys.is_valid(x_api_key):
+        # Without a key: nothing about where Redis, the bucket or the model live.
+        public = [{field: plugin[field] for field in (*PUBLIC_PLUGIN_FIELDS, "healthy")} for plugin in plugins]
+        return {**summary, "plugins": public}
     return {
-        "status": "ok" if healthy else "degraded",
-        "version": __version__,
+        **summary,
         "environment": services.settings.environment.value,
         "remote_model": services.provider.name if services.provider is not None else None,
         "plugins": plugins,
