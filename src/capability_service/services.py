@@ -90,8 +90,8 @@ def build_services(settings: Settings) -> Services:
         dispatcher = LocalJobRunner(
             store=memory_store,
             tasks=ImageTasks(store=memory_store, plugins=plugins, pipeline=pipeline),
-            max_concurrent_jobs=settings.max_concurrent_jobs,
             max_images_in_flight=settings.max_images_in_flight,
+            tenant_max_images_in_flight=settings.tenant_max_images_in_flight,
             queue_size=settings.job_queue_size,
             shutdown_grace=settings.shutdown_grace_seconds,
             housekeeping=memory_store.evict,

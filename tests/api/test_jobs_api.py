@@ -282,7 +282,7 @@ async def test_cancel_keeps_finished_images_and_stops_the_rest(make_client: Call
 
 @pytest.mark.engines("memory")  # the Redis engine's queue limit counts images: test_redis_distributed
 async def test_full_queue_answers_503_with_retry_after(make_client: Callable[..., Any]) -> None:
-    client = await make_client(max_concurrent_jobs=1, job_queue_size=1)
+    client = await make_client(max_images_in_flight=1, job_queue_size=1)
     slow = static_bytes(read_image("rocket.jpg"), delay=2.0)
     with http_server({"/slow.jpg": slow}) as base:
         first = await submit(client, job_id="q0", type="batch_optimization", source_image_urls=[f"{base}/slow.jpg"])
@@ -425,7 +425,7 @@ async def test_errors_carry_cors_headers(make_client: Callable[..., Any]) -> Non
 
 
 async def test_sources_held_by_unfinished_jobs_are_bounded(make_client: Callable[..., Any]) -> None:
-    client = await make_client(max_concurrent_jobs=1, serve_local_workers=1, max_pending_source_bytes=400_000)
+    client = await make_client(max_images_in_flight=1, serve_local_workers=1, max_pending_source_bytes=400_000)
     photo = data_uri("rocket.jpg")  # ~150 KB of base64
     with http_server({"/slow.jpg": static_bytes(read_image("rocket.jpg"), delay=1.0)}) as base:
         running = await submit(client, job_id="slow", type="batch_optimization", source_image_urls=[f"{base}/slow.jpg"])

@@ -53,8 +53,8 @@ async def test_images_in_flight_per_job_are_bounded(make_client: Callable[..., A
     assert probe.peak == 3
 
 
-async def test_running_jobs_are_bounded(make_client: Callable[..., Any]) -> None:
-    client = await make_client(max_concurrent_jobs=2, max_images_in_flight=1)
+async def test_images_in_flight_are_bounded_over_all_jobs(make_client: Callable[..., Any]) -> None:
+    client = await make_client(max_images_in_flight=2)
     probe = ConcurrencyProbe(delay=0.3)
     with http_server({"/img.jpg": probe}) as base:
         for n in range(5):
@@ -65,7 +65,7 @@ async def test_running_jobs_are_bounded(make_client: Callable[..., Any]) -> None
 
 
 async def test_cancel_of_a_queued_job_ends_it_before_it_starts(make_client: Callable[..., Any]) -> None:
-    client = await make_client(max_concurrent_jobs=1)
+    client = await make_client(max_images_in_flight=1)
     with http_server({"/slow.jpg": static_bytes(JPEG, delay=1.0)}) as base:
         await submit(client, job_id="first", type="batch_optimization", source_image_urls=[f"{base}/slow.jpg"])
         await submit(client, job_id="second", type="batch_optimization", source_image_urls=[f"{base}/slow.jpg"])
@@ -78,7 +78,7 @@ async def test_cancel_of_a_queued_job_ends_it_before_it_starts(make_client: Call
 
 
 async def test_shutdown_finishes_running_jobs_within_the_grace_period(make_settings: Callable[..., Settings]) -> None:
-    app = create_app(make_settings(shutdown_grace_seconds=10, max_concurrent_jobs=1))
+    app = create_app(make_settings(shutdown_grace_seconds=10, max_images_in_flight=1))
     lifespan = app.router.lifespan_context(app)
     await lifespan.__aenter__()
     client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver")
@@ -139,7 +139,7 @@ async def test_finished_jobs_are_forgotten_after_the_ttl_without_new_traffic(mak
 async def test_a_cancelled_queued_job_leaves_no_trace_for_a_later_job_with_its_id(
     make_client: Callable[..., Any],
 ) -> None:
-    client = await make_client(max_concurrent_jobs=1, job_result_ttl_seconds=1)
+    client = await make_client(max_images_in_flight=1, job_result_ttl_seconds=1)
     with http_server({"/slow.jpg": static_bytes(JPEG, delay=1.0)}) as base:
         await submit(client, job_id="a", type="batch_optimization", source_image_urls=[f"{base}/slow.jpg"])
         await submit(client, job_id="x", type="batch_optimization", source_image_urls=[data_uri("rocket.jpg")])

@@ -109,10 +109,15 @@ class Settings(BaseSettings):
     job_backend: Literal["memory", "redis"] = "memory"
     redis_url: str = "redis://127.0.0.1:6379/0"
     max_images_per_job: int = Field(100, ge=1, le=10_000)
+    # Accepted for older set-ups and unused: images are scheduled one by one, fairly between tenants
+    # (MAX_IMAGES_IN_FLIGHT, TENANT_MAX_IMAGES_IN_FLIGHT), not job by job.
     max_concurrent_jobs: int = Field(2, ge=1, le=256)
-    # About twice AI_MAX_CONCURRENCY, so image work overlaps the remote model's waits; CPU work is bounded
-    # separately by CPU_WORKERS, so more images in flight costs only their source bytes.
+    # Memory mode: images this process works on at once, over all jobs. About twice AI_MAX_CONCURRENCY, so
+    # image work overlaps the remote model's waits; CPU work is bounded separately by CPU_WORKERS, so more
+    # images in flight costs only their source bytes.
     max_images_in_flight: int = Field(8, ge=1, le=256)
+    # Most images one tenant may have queued or running at once (0: its fair share of the slots only).
+    tenant_max_images_in_flight: int = Field(0, ge=0, le=10_000)
     job_queue_size: int = Field(100, ge=1)
     # Total size of the sources that unfinished jobs of this process hold (data: URIs are kept until
     # the job ends); beyond it submit answers 503.

@@ -22,6 +22,7 @@ from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Literal, ParamSpec, TypeVar
 
 from capability_service.core.allocator import tune_allocator
+from capability_service.jobs.fair import FairGate
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -55,6 +56,12 @@ class CpuExecutor:
             self._pool = ThreadPoolExecutor(
                 max_workers=workers, thread_name_prefix="cpu", initializer=_lower_thread_priority, initargs=(nice,)
             )
+        # As many steps in the pool as it has workers; the rest wait here, served tenant by tenant.
+        self.gate = FairGate(workers)
+
+    def for_tenant(self, tenant: str) -> TenantCpu:
+        """A runner whose work waits its turn among the tenants (see `jobs.fair.FairGate`)."""
+        return TenantCpu(self, tenant)
 
     async def run(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         loop = asyncio.get_running_loop()
@@ -75,3 +82,15 @@ class CpuExecutor:
             await asyncio.to_thread(self._pool.shutdown, wait=True, cancel_futures=True)
         else:
             self.shutdown()
+
+
+class TenantCpu:
+    """Runs one tenant's image work on the pool, after the tenants waiting before it had their turn."""
+
+    def __init__(self, cpu: CpuExecutor, tenant: str) -> None:
+        self.cpu = cpu
+        self.tenant = tenant
+
+    async def __call__(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        async with self.cpu.gate.slot(self.tenant):
+            return await self.cpu.run(fn, *args, **kwargs)

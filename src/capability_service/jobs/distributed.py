@@ -44,10 +44,13 @@ from saq.types import Context
 from saq.worker import Worker
 
 from capability_service.core.config import Settings
+from capability_service.core.security import DEFAULT_TENANT
 from capability_service.jobs import keys, lifecycle
 from capability_service.jobs.errors import Unavailable
+from capability_service.jobs.fair import Released
 from capability_service.jobs.models import ImageOutcome, ImageStatus, Job
 from capability_service.jobs.pipeline import ImagePipeline
+from capability_service.jobs.redis_fair import RedisFairQueue
 from capability_service.jobs.redis_store import RedisJobStore, make_redis
 from capability_service.jobs.store import JobStoreUnavailable
 from capability_service.jobs.task import ImageTasks
@@ -65,6 +68,7 @@ RETRY_DELAY_SECONDS = 1.0
 # How long SAQ keeps a finished task's record, which the reconciler reads.
 TASK_RECORD_TTL_SECONDS = 3600
 # A job whose image has no task this long after creation was never queued (its API died mid-submit).
+NEVER_QUEUED = "the image was never queued for processing (the service stopped while accepting the job)"
 UNQUEUED_GRACE_SECONDS = 60.0
 # A running task whose worker has not stopped on the cancel flag by then gets a SAQ abort.
 STRAGGLER_ABORT_SECONDS = 2.0
@@ -78,6 +82,8 @@ QUEUE_FULL_RETRY_AFTER_SECONDS = 10
 # While Redis is unreachable: how long an idle worker slot waits between tries, and how often the same
 # outage message of SAQ's may be logged again.
 OUTAGE_PAUSE_SECONDS = 1.0
+# How often the image slots of the registered workers (the fair share's capacity) are read again.
+CAPACITY_REFRESH_SECONDS = 5.0
 OUTAGE_LOG_WINDOW_SECONDS = 60.0
 
 
@@ -221,16 +227,12 @@ class _TaskWorker(Worker[Context]):
             return False
 
 
-def _lost_reason(task: Task | None, job: Job, now: float) -> str | None:
-    """Why an unfinished image will never be finished by its task; None while it still may be."""
-    if task is None:
-        if now - job.created_at > UNQUEUED_GRACE_SECONDS:
-            return "the image was never queued for processing (the service stopped while accepting the job)"
+def _lost_reason(task: Task | None) -> str | None:
+    """Why a released image will never be finished by its task; None while it still may be."""
+    if task is None or task.status not in (TaskStatus.COMPLETE, TaskStatus.FAILED, TaskStatus.ABORTED):
         return None
     if task.status is TaskStatus.COMPLETE:
         return "internal error: processing ended without recording a result"
-    if task.status not in (TaskStatus.FAILED, TaskStatus.ABORTED):
-        return None
     error = task.error or ""
     if error.startswith("swept"):
         why = "the worker processing it stopped responding"
@@ -243,6 +245,58 @@ def _lost_reason(task: Task | None, job: Job, now: float) -> str | None:
     return f"gave up after {task.attempts} attempt{'s' if task.attempts != 1 else ''}: {why}"
 
 
+class WorkerCapacity:
+    """Image slots of the registered workers (the sum of their concurrency), read at most every few seconds."""
+
+    def __init__(self, queue: ImageQueue, fallback: int) -> None:
+        self.queue = queue
+        self.fallback = fallback
+        self._value = fallback
+        self._read_at = -math.inf
+
+    async def __call__(self) -> int:
+        if time.monotonic() - self._read_at > CAPACITY_REFRESH_SECONDS:
+            self._read_at = time.monotonic()
+            try:
+                workers = (await self.queue.info()).get("workers") or {}
+                slots = sum(int((info.get("metadata") or {}).get("concurrency", 1)) for info in workers.values())
+            except (RedisError, OSError, ValueError, TypeError) as exc:
+                log.debug("worker capacity unknown, keeping %d: %s", self._value, exc)
+            else:
+                # No worker yet (they may start after the API): release as if one would come.
+                self._value = slots or self.fallback
+        return self._value
+
+
+class ImageFeed:
+    """Releases images from the tenants' fair windows into the task queue; shared by API and workers."""
+
+    def __init__(self, *, queue: ImageQueue, fair: RedisFairQueue, settings: Settings, task_timeout: int) -> None:
+        self.queue = queue
+        self.fair = fair
+        self.settings = settings
+        self.task_timeout = task_timeout
+
+    async def release(self, tenant: str) -> None:
+        """Queue the tenant's next images while its window has room."""
+        for item in await self.fair.release(tenant):
+            await self.enqueue(item)
+
+    async def enqueue(self, item: Released) -> None:
+        await self.queue.enqueue(
+            TASK_FUNCTION,
+            key=keys.task_key(item.key, item.index),
+            timeout=self.task_timeout,
+            heartbeat=self.settings.job_heartbeat_seconds,
+            retries=self.settings.job_max_attempts,
+            retry_delay=RETRY_DELAY_SECONDS,
+            ttl=TASK_RECORD_TTL_SECONDS,
+            job_key=item.key,
+            index=item.index,
+            tenant=item.tenant,
+        )
+
+
 class ImageWorker:
     """Runs image tasks from the queue: `concurrency` images at a time, with heartbeats and reconciling."""
 
@@ -250,19 +304,20 @@ class ImageWorker:
         self,
         *,
         tasks: ImageTasks,
-        queue: ImageQueue,
+        feed: ImageFeed,
         concurrency: int,
         heartbeat_seconds: int,
         shutdown_grace: float,
     ) -> None:
         self.tasks = tasks
         self.store = tasks.store
-        self.queue = queue
+        self.feed = feed
+        self.queue = feed.queue
         self.concurrency = concurrency
         self.heartbeat_seconds = heartbeat_seconds
         self.sweep_seconds = sweep_interval(heartbeat_seconds)
         self._saq = _TaskWorker(
-            queue,
+            self.queue,
             functions=[(TASK_FUNCTION, self.process_image)],
             concurrency=concurrency,
             timers={"schedule": 1, "worker_info": 5, "sweep": self.sweep_seconds, "abort": 1},
@@ -301,16 +356,21 @@ class ImageWorker:
             self._run = None
             log.info("image worker %s stopped", self.id)
 
-    async def process_image(self, ctx: Context, *, job_key: str, index: int) -> str:
+    async def process_image(self, ctx: Context, *, job_key: str, index: int, tenant: str = DEFAULT_TENANT) -> str:
         """One image of one job; the return value is the task's result in SAQ (for the record)."""
         task: Task = ctx["job"]
         heartbeat = asyncio.create_task(self._beat(task), name=f"heartbeat-{task.key}")
         try:
-            return await self.tasks.run(job_key, index)
+            result = await self.tasks.run(job_key, index)
         finally:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
+        # The image is final (or was never to run): its place in the tenant's window goes to the next one.
+        # Not on an error or a cancel: SAQ retries the task then, and it keeps its place meanwhile.
+        await self.feed.fair.done(Released(tenant, job_key, index))
+        await self.feed.release(tenant)
+        return result
 
     async def _beat(self, task: Task) -> None:
         pulse = max(0.5, self.heartbeat_seconds / 3)
@@ -334,9 +394,15 @@ class ImageWorker:
                 log.exception("reconciling live jobs failed")
 
     async def reconcile(self) -> int:
-        """Fail the images whose task was given up, close jobs left open; returns the images failed."""
-        failed = 0
+        """Put right what dead processes left: returns the images failed.
+
+        Released images whose task vanished (the API died between releasing and queueing) are queued
+        again; images whose task was given up fail with the reason; jobs never handed to the fair
+        queue fail; jobs whose images are all final are closed; every window is topped up.
+        """
         now = time.time()
+        in_flight = await self._reconcile_windows(now)
+        failed = 0
         for key in await self.store.live_keys():
             job = await self.store.snapshot(key)
             if job is None or job.status.is_final:
@@ -346,18 +412,48 @@ class ImageWorker:
             if job.cancel_requested or not open_images:
                 await lifecycle.close_when_done(self.store, key)
                 continue
-            tasks: list[Task | None] = await self.queue.jobs([keys.task_key(key, i) for i in open_images])
-            for index, task in zip(open_images, tasks, strict=True):
-                reason = _lost_reason(task, job, now)
+            released = [index for index in open_images if (key, index) in in_flight]
+            tasks: list[Task | None] = await self.queue.jobs([keys.task_key(key, i) for i in released])
+            lost: dict[int, str | None] = {
+                index: _lost_reason(task) for index, task in zip(released, tasks, strict=True)
+            }
+            if (
+                not released
+                and now - job.created_at > UNQUEUED_GRACE_SECONDS
+                and not await self.feed.fair.is_listed(key)
+            ):
+                lost = dict.fromkeys(open_images, NEVER_QUEUED)
+            for index, reason in lost.items():
                 if reason is None:
                     continue
                 log.warning("job %s image %d: %s", job.job_id, index, reason)
-                outcome = ImageOutcome(index=index, status=ImageStatus.failed, error=reason)
-                _snapshot, last = await self.store.record_image(key, outcome)
+                _snapshot, last = await self.store.record_image(
+                    key, ImageOutcome(index=index, status=ImageStatus.failed, error=reason)
+                )
+                await self.feed.fair.done(Released(job.tenant, key, index))
                 failed += 1
                 if last:
                     await lifecycle.close_when_done(self.store, key)
+        for tenant in await self.feed.fair.tenants():
+            await self.feed.release(tenant)
         return failed
+
+    async def _reconcile_windows(self, now: float) -> set[tuple[str, int]]:
+        """Released images still in flight; stale entries leave, vanished tasks are queued again."""
+        in_flight: set[tuple[str, int]] = set()
+        for tenant in await self.feed.fair.tenants():
+            entries = await self.feed.fair.in_flight(tenant)
+            tasks: list[Task | None] = await self.queue.jobs([keys.task_key(i.key, i.index) for i, _at in entries])
+            for (item, released_at), task in zip(entries, tasks, strict=True):
+                job = await self.store.snapshot(item.key)
+                if job is None or job.status.is_final or job.images[item.index].is_final:
+                    await self.feed.fair.done(item)
+                    continue
+                in_flight.add((item.key, item.index))
+                if task is None and now - released_at > UNQUEUED_GRACE_SECONDS:
+                    log.warning("job %s image %d was released but never queued; queueing it", job.job_id, item.index)
+                    await self.feed.enqueue(item)
+        return in_flight
 
 
 class RedisDispatcher:
@@ -373,7 +469,17 @@ class RedisDispatcher:
             name=keys.QUEUE_NAME,
             where=store.where,
         )
-        self.task_timeout = int(tasks.pipeline.image_timeout) + TASK_TIMEOUT_MARGIN_SECONDS
+        fair = RedisFairQueue(
+            store.redis,
+            WorkerCapacity(self.queue, fallback=settings.worker_concurrency),
+            tenant_cap=settings.tenant_max_images_in_flight,
+        )
+        self.feed = ImageFeed(
+            queue=self.queue,
+            fair=fair,
+            settings=settings,
+            task_timeout=int(tasks.pipeline.image_timeout) + TASK_TIMEOUT_MARGIN_SECONDS,
+        )
         self._accepting = False
         self._local: ImageWorker | None = None
         self._stats: dict[str, Any] = {}
@@ -384,52 +490,40 @@ class RedisDispatcher:
         """A worker of this process's queue, store, plugins and pipeline (not started)."""
         return ImageWorker(
             tasks=self.tasks,
-            queue=self.queue,
+            feed=self.feed,
             concurrency=concurrency,
             heartbeat_seconds=self.settings.job_heartbeat_seconds,
             shutdown_grace=self.settings.shutdown_grace_seconds,
         )
 
-    def check_capacity(self) -> None:
+    async def check_capacity(self, job: Job) -> None:
         if not self._accepting:
             raise Unavailable("the service is shutting down and takes no new jobs", retry_after=30)
-
-    async def dispatch(self, job: Job) -> None:
-        self.check_capacity()
         try:
-            queued = await self.queue.count("queued")
+            waiting = await self.queue.count("queued") + await self.feed.fair.waiting_images()
         except Exception as exc:
             raise self._queue_down(exc) from exc
         limit = self.settings.max_queued_images
-        if queued + job.total > limit:
+        if waiting + job.total > limit:
             # The same back-pressure as the memory mode's queue limit, counted in images since workers take images.
             raise Unavailable(
-                f"the work queue holds {queued} images waiting for a worker, its limit is {limit}; try again shortly",
+                f"the work queue holds {waiting} images waiting for a worker, its limit is {limit}; try again shortly",
                 retry_after=QUEUE_FULL_RETRY_AFTER_SECONDS,
             )
+
+    async def dispatch(self, job: Job) -> None:
+        await self.check_capacity(job)
         try:
-            await asyncio.gather(*(self._enqueue(job.key, index) for index in range(job.total)))
+            await self.feed.fair.add(job)
+            await self.feed.release(job.tenant)
         except Exception as exc:
-            # Tasks queued before the failure find no job once the caller has deleted it, and do nothing.
+            # Images queued before the failure find no job once the caller has deleted it, and do nothing.
             raise self._queue_down(exc) from exc
 
     def _queue_down(self, exc: Exception) -> Unavailable:
         # The cause, with Redis's host and command, is for the operator's log, not for the caller.
         log.warning("could not queue a job on Redis at %s: %r", self.store.where, exc)
         return Unavailable("the job queue is unavailable; try again shortly", retry_after=5)
-
-    async def _enqueue(self, key: str, index: int) -> None:
-        await self.queue.enqueue(
-            TASK_FUNCTION,
-            key=keys.task_key(key, index),
-            timeout=self.task_timeout,
-            heartbeat=self.settings.job_heartbeat_seconds,
-            retries=self.settings.job_max_attempts,
-            retry_delay=RETRY_DELAY_SECONDS,
-            ttl=TASK_RECORD_TTL_SECONDS,
-            job_key=key,
-            index=index,
-        )
 
     async def cancel(self, key: str) -> None:
         """Stop the queued and running tasks of a job the store has just closed as cancelled."""
@@ -441,7 +535,10 @@ class RedisDispatcher:
         # an abort, a little later (SAQ applies aborts on its own 1 s poll, slower than the flag).
         task_keys = [keys.task_key(key, index) for index in range(job.total)]
         try:
+            await self.feed.fair.forget(job)
             await self._abort(task_keys, TaskStatus.QUEUED)
+            # The job's place in its tenant's window goes to the tenant's next job.
+            await self.feed.release(job.tenant)
         except Exception as exc:
             log.warning("could not abort the queued tasks of job %s: %s", job.job_id, exc)
             return

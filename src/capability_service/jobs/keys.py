@@ -24,6 +24,13 @@ EVENTS_PATTERN = f"{EVENTS_PREFIX}*"
 # bounded by MAX_PENDING_SOURCE_BYTES across every instance, as in the memory mode.
 HELD_BYTES = f"{PREFIX}:held-bytes"
 HELD_BY_JOB = f"{PREFIX}:held-by-job"
+# Fair share (`jobs/redis_fair.py`): the tenants with jobs waiting or images in flight; per tenant the
+# keys of its jobs with images still to release and its released images not final yet; per job the
+# next image to release; the count of images waiting over all tenants. Tenant names are
+# `[A-Za-z0-9_-]` (`core.security.TENANT_PATTERN`), so they cannot reach another key.
+FAIR_TENANTS = f"{PREFIX}:fair:tenants"
+FAIR_NEXT = f"{PREFIX}:fair:next"
+FAIR_WAITING = f"{PREFIX}:fair:waiting"
 # Held by the one worker that reconciles live jobs at a time.
 RECONCILE_LOCK = f"{PREFIX}:lock:reconcile"
 
@@ -52,3 +59,11 @@ def key_from_channel(channel: str) -> str:
 def task_key(key: str, index: int) -> str:
     """The task-engine key of one image: enqueueing it twice while it is pending or running is a no-op."""
     return f"{key}{TASK_KEY_SEPARATOR}{index}"
+
+
+def fair_jobs(tenant: str) -> str:
+    return f"{PREFIX}:fair:jobs:{tenant}"
+
+
+def fair_flight(tenant: str) -> str:
+    return f"{PREFIX}:fair:flight:{tenant}"

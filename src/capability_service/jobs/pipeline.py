@@ -50,7 +50,7 @@ class ImagePipeline:
                     return (await self.fetcher.fetch(url, owner=owner)).data
 
                 source = await self.fetcher.fetch(job.source_image_urls[index], owner=owner)
-                ctx = ProcessContext(run_cpu=self.cpu.run, read_source=read_source)
+                ctx = ProcessContext(run_cpu=self.cpu.for_tenant(job.tenant), read_source=read_source)
                 result = await plugin.process(job.type, config, source.data, ctx)
                 key = result_key(job.tenant, job.user_id, job.job_id, index, result.format)
                 stored = await self.storage.put(key, result.data, result.content_type)

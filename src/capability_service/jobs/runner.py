@@ -1,7 +1,8 @@
-"""The in-process engine: a bounded queue of jobs, a limit of running jobs and of images in flight.
+"""The in-process engine: images run in `max_images_in_flight` slots, released fairly between tenants.
 
 It only decides when and how many: each image is an `ImageTasks.run`, exactly what a Redis worker
-runs, and a cancel reaches running images through the store's cancel flag, as it does there.
+runs; which image runs next comes from the same fair-share rule (`jobs/fair.py`); a cancel reaches
+running images through the store's cancel flag, as it does there.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 from capability_service.jobs import lifecycle
 from capability_service.jobs.errors import Unavailable
+from capability_service.jobs.fair import MemoryFairQueue, Released
 from capability_service.jobs.models import Job, JobStatus
 from capability_service.jobs.store import JobStore
 from capability_service.jobs.task import ImageTasks
@@ -34,31 +36,37 @@ class LocalJobRunner:
         *,
         store: JobStore,
         tasks: ImageTasks,
-        max_concurrent_jobs: int,
         max_images_in_flight: int,
         queue_size: int,
         shutdown_grace: float,
+        tenant_max_images_in_flight: int = 0,
         housekeeping: Callable[[], object] | None = None,
         housekeeping_interval: float = 60.0,
     ) -> None:
         self.store = store
         self.tasks = tasks
-        self.max_concurrent_jobs = max_concurrent_jobs
-        self.max_images_in_flight = max_images_in_flight
+        self.slots = max_images_in_flight
+        self.queue_size = queue_size
         self.shutdown_grace = shutdown_grace
-        self._queue: asyncio.Queue[str] = asyncio.Queue(maxsize=queue_size)
+        self.fair = MemoryFairQueue(max_images_in_flight, self._is_live, tenant_max_images_in_flight)
+        self._ready: asyncio.Queue[Released] = asyncio.Queue()
+        # Jobs accepted whose first image has not started: what JOB_QUEUE_SIZE bounds.
+        self._unstarted: set[str] = set()
+        self._busy = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
         self._workers: list[asyncio.Task[None]] = []
-        self._runs: dict[str, asyncio.Task[None]] = {}
         self._accepting = False
         # Periodic clean-up (e.g. evicting expired jobs) so memory shrinks even when no job arrives.
         self._housekeeping = housekeeping
         self._housekeeping_interval = housekeeping_interval
 
+    async def _is_live(self, key: str) -> bool:
+        return not await self.store.cancel_requested(key)
+
     async def start(self) -> None:
         self._accepting = True
-        self._workers = [
-            asyncio.create_task(self._work(), name=f"job-worker-{n}") for n in range(self.max_concurrent_jobs)
-        ]
+        self._workers = [asyncio.create_task(self._work(), name=f"image-slot-{n}") for n in range(self.slots)]
         if self._housekeeping is not None:
             self._workers.append(asyncio.create_task(self._keep_house(self._housekeeping), name="housekeeping"))
 
@@ -67,77 +75,84 @@ class LocalJobRunner:
             await asyncio.sleep(self._housekeeping_interval)
             chore()
 
-    def check_capacity(self) -> None:
+    async def check_capacity(self, job: Job) -> None:
         if not self._accepting:
             raise Unavailable("the service is shutting down and takes no new jobs", retry_after=30)
-        if self._queue.full():
+        if len(self._unstarted) >= self.queue_size:
             raise Unavailable(
-                f"the job queue is full ({self._queue.maxsize} jobs waiting); try again shortly",
+                f"the job queue is full ({len(self._unstarted)} jobs waiting); try again shortly",
                 retry_after=QUEUE_FULL_RETRY_AFTER,
             )
 
     async def dispatch(self, job: Job) -> None:
-        self.check_capacity()
-        self._queue.put_nowait(job.key)
+        await self.check_capacity(job)
+        self._unstarted.add(job.key)
+        self._idle.clear()
+        await self.fair.add(job)
+        await self._release(job.tenant)
+
+    async def _release(self, tenant: str) -> None:
+        for item in await self.fair.release(tenant):
+            self._ready.put_nowait(item)
 
     async def cancel(self, key: str) -> None:
-        # Nothing to reach: the store has closed the job, its running images stop on the store's flag
-        # and a queued one is skipped when its turn comes.
-        return None
+        # The store has closed the job; its running images stop on the store's flag. Here its waiting
+        # images are dropped, and its place in the tenant's window goes to the tenant's next job.
+        job = await self.store.snapshot(key)
+        self._unstarted.discard(key)
+        if job is not None:
+            await self.fair.forget(job)
+            await self._release(job.tenant)
 
     def stats(self) -> dict[str, Any]:
-        return {"engine": "local", "running": len(self._runs), "queued": self._queue.qsize()}
+        return {
+            "engine": "local",
+            "images_in_flight": self._busy,
+            "images_released": self.fair.in_flight(),
+            "queued": len(self._unstarted),
+        }
 
     async def _work(self) -> None:
         while True:
-            key = await self._queue.get()
-            run = asyncio.create_task(self._run_job_safely(key), name=f"job-{key}")
-            self._runs[key] = run
+            item = await self._ready.get()
+            self._unstarted.discard(item.key)
+            self._busy += 1
             try:
-                # Shielded: stopping a worker must not abandon a job half-recorded.
-                await asyncio.shield(run)
+                # Shielded: stopping a slot must not abandon an image half-recorded.
+                await asyncio.shield(self._run(item))
             finally:
-                self._runs.pop(key, None)
-                self._queue.task_done()
+                self._busy -= 1
+                if not self._busy and not self.fair.in_flight() and not await self.fair.waiting_jobs():
+                    self._idle.set()
 
-    async def _run_job_safely(self, key: str) -> None:
+    async def _run(self, item: Released) -> None:
         try:
-            await self._run_job(key)
+            await self.tasks.run(item.key, item.index)
         except Exception:
-            log.exception("job %s stopped on an unexpected error", key)
-            await self.store.finish(key, JobStatus.failed, "Failed: internal error while running the job")
-
-    async def _run_job(self, key: str) -> None:
-        job = await self.store.snapshot(key)
-        if job is None or job.status.is_final:
-            return
-        semaphore = asyncio.Semaphore(self.max_images_in_flight)
-
-        async def one(index: int) -> None:
-            async with semaphore:
-                await self.tasks.run(key, index)
-
-        results = await asyncio.gather(*(one(index) for index in range(job.total)), return_exceptions=True)
-        for result in results:
-            if isinstance(result, Exception):
-                log.error("an image task of job %s failed: %r", key, result)
-        # Normally the last image's task has closed the job; this closes one whose task hit a bug.
-        await lifecycle.close_when_done(self.store, key)
+            # A bug, not bad input: the image fails with a reason, the job goes on and can close.
+            log.exception("image %d of job %s stopped on an unexpected error", item.index, item.key)
+            await self.tasks.fail(item.key, item.index, "internal error while processing this image")
+        finally:
+            await self.fair.done(item)
+            await self._release(item.tenant)
 
     async def shutdown(self) -> None:
         """Stop taking jobs, let running ones finish within the grace period, cancel the rest."""
         self._accepting = False
-        while not self._queue.empty():
-            key = self._queue.get_nowait()
-            self._queue.task_done()
-            await lifecycle.cancel(self.store, key, f"{lifecycle.SHUTDOWN} before the job started")
-        if self._runs:
-            log.info("waiting up to %.0f s for %d running jobs", self.shutdown_grace, len(self._runs))
-            await asyncio.wait(set(self._runs.values()), timeout=self.shutdown_grace)
-        for key in list(self._runs):
+        for key in await self.store.live_keys(limit=1 << 30):
+            job = await self.store.snapshot(key)
+            if job is not None and job.status is JobStatus.pending:
+                await lifecycle.cancel(self.store, key, f"{lifecycle.SHUTDOWN} before the job started")
+                await self.cancel(key)
+        if not self._idle.is_set():
+            log.info("waiting up to %.0f s for the running jobs", self.shutdown_grace)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), self.shutdown_grace)
+        for key in await self.store.live_keys(limit=1 << 30):
             await lifecycle.cancel(self.store, key, lifecycle.SHUTDOWN)
-        if self._runs:
-            await asyncio.wait(set(self._runs.values()), timeout=SHUTDOWN_SETTLE_SECONDS)
+            await self.cancel(key)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), SHUTDOWN_SETTLE_SECONDS)
         for worker in self._workers:
             worker.cancel()
         for worker in self._workers:

@@ -18,8 +18,8 @@ SOURCE_BUDGET_RETRY_AFTER = 10
 class Dispatcher(Protocol):
     """Hands stored jobs to whatever runs them (this process, or workers behind Redis)."""
 
-    def check_capacity(self) -> None:
-        """Raise `Unavailable` when no job can be taken now (queue full, shutting down)."""
+    async def check_capacity(self, job: Job) -> None:
+        """Raise `Unavailable` when this job cannot be taken now (queue full, shutting down)."""
         ...
 
     async def dispatch(self, job: Job) -> None: ...
@@ -103,7 +103,7 @@ class JobService:
         existing = await self.store.snapshot(job.key)
         if existing is not None:
             return self._replay(existing, job), False
-        self.dispatcher.check_capacity()
+        await self.dispatcher.check_capacity(job)
         try:
             stored, created = await self.store.create(job, self.max_held_source_bytes)
         except SourceBudgetExceeded as exc:

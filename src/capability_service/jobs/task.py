@@ -61,6 +61,10 @@ class ImageTasks:
         outcome = await self._run_until_cancelled(job, index, plugin, config)
         return await self._record(key, outcome)
 
+    async def fail(self, key: str, index: int, reason: str) -> str:
+        """Record image `index` as failed with `reason` (its run broke off), closing the job if it was the last."""
+        return await self._record(key, ImageOutcome(index=index, status=ImageStatus.failed, error=reason))
+
     async def _record(self, key: str, outcome: ImageOutcome) -> str:
         _snapshot, last = await self.store.record_image(key, outcome)
         if last:
