@@ -40,7 +40,7 @@ if not __package__:  # run as a script: its own folder is on sys.path, the repos
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._corpus import REPO_ROOT, list_photos, prepare_corpus
-from benchmarks._service import cpu_seconds, status_kib
+from benchmarks._proc import cpu_seconds, status_kib
 from capability_service.core.allocator import tune_allocator
 from capability_service.imaging.enhance import enhance
 from capability_service.imaging.optimize import optimize

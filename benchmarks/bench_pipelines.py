@@ -34,7 +34,8 @@ if not __package__:  # run as a script: its own folder is on sys.path, the repos
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._corpus import REPO_ROOT, list_photos, serve_directory, write_corpus
-from benchmarks._service import AUTH, cpu_seconds, run_job, running_service, status_kib
+from benchmarks._proc import cpu_seconds, status_kib
+from benchmarks._service import AUTH, run_job, running_service
 
 SMALL_PHOTOS = ("grace_hopper.jpg", "rocket.jpg", "chelsea.png", "Minduka_Present_Blue_Pack.png")
 JOBS: dict[str, dict[str, Any]] = {
@@ -147,9 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"service settings: {overrides or 'defaults'}; cpus: {os.cpu_count()}")
         print(f"load average before: {os.getloadavg()[0]:.2f}")
         results: dict[str, dict[str, dict[str, Any]]] = {}
-        # Its own process group, so helpers it forks (CPU_EXECUTOR=process) are stopped with it.
         with (
-            running_service(workdir, overrides, own_session=True) as service,
+            running_service(workdir, overrides) as service,
             serve_directory(corpus) as images,
             httpx.Client(base_url=service.url, headers=AUTH, timeout=60) as client,
         ):

@@ -126,7 +126,7 @@ async def latencies(base: str, source: str, jobs: int) -> list[float]:
 async def latency_of(mode: str, redis_url: str, work: Path, source: str, jobs: int) -> list[float]:
     redis = {"JOB_BACKEND": "redis", "REDIS_URL": redis_url}
     with (
-        running_service(work, redis if mode == "redis" else {}, log_path=work / f"serve-{mode}.log") as service,
+        running_service(work, redis if mode == "redis" else {}, name=f"serve-{mode}") as service,
         running_workers(work, 1 if mode == "redis" else 0, redis),
     ):
         return await latencies(service.url, source, jobs)
