@@ -117,10 +117,11 @@ class ServiceProcess:
             return "".join(self._lines)
 
     def tail(self, chars: int = 3000) -> str:
+        """The last `chars` characters of `output()`, for error messages."""
         return self.output()[-chars:]
 
     def wait_for_output(self, text: str, timeout: float = 30) -> None:
-        """Block until the process writes a line containing `text`.
+        """Block until the process has written a line containing `text` (at any time since it started).
 
         Raises `RuntimeError` with the output if the process closes its output first (it exited),
         `TimeoutError` after `timeout` seconds.
@@ -166,6 +167,7 @@ class ServiceProcess:
             raise RuntimeError(f"{self.name} exited with {self.process.returncode}:\n{self.tail()}")
 
     def send_signal(self, signum: int) -> None:
+        """Send `signum` to the process itself (not to the pool processes it forked)."""
         self.process.send_signal(signum)
 
     def wait(self, timeout: float) -> int:
