@@ -110,7 +110,7 @@ def test_stream_heartbeats_and_a_disconnect_leaves_nothing_behind(
                 lines.append(line)
                 if sum(1 for seen in lines if seen.startswith(":")) >= 2:
                     # Checked while the stream is still being read: leaving the loop closes it.
-                    health = client.get("/api/v1/health").json()
+                    health = client.get("/api/v1/health", headers=AUTH).json()
                     assert health["jobs"]["stream_subscribers"] == 1
                     break
         assert "event: progress" in lines[:3]
