@@ -3,17 +3,22 @@
 Runs the same ~10 MP photos through `optimize` (batch_optimization: webp, standard, 1920) and `enhance`
 (image_enhancement defaults: level 5, denoise, sharpen, png) via `CpuExecutor`, in three set-ups:
 
-- serial: `CpuExecutor("thread", 1)`, the baseline measured in the same run;
-- thread: `CpuExecutor("thread", W)`;
-- process: `CpuExecutor("process", W)`.
+- serial (1 pool thread): `CpuExecutor("thread", 1)`, one image at a time: the baseline, measured in
+  the same run;
+- thread xW: `CpuExecutor("thread", W)`, W images at a time in one process;
+- process xW: `CpuExecutor("process", W)`, W images at a time in W worker processes.
 
-Each set-up runs in a fresh Python process per round, so its peak RSS (`ru_maxrss`) is its own; for the process
-pool the workers' peak RSS (`VmHWM`) is reported too. Pools are started and warmed before timing, as the
-service keeps them for its whole life. Images are submitted the way the job engine does: at most
-`--in-flight` at once (the default of MAX_IMAGES_IN_FLIGHT).
+In every set-up libvips may still use several threads inside one operation (`VIPS_CONCURRENCY`, printed;
+libvips' default is one per core). Each set-up runs in a fresh Python process per round, with the
+allocator tuning of a service process, so its peak RSS (`ru_maxrss`) is its own; for the process pool
+the workers' peak RSS (`VmHWM`) is reported too. Pools are started and warmed before timing, as the
+service keeps them for its whole life. Images are submitted as the job engine does, at most
+`--in-flight` at once (4 by default: enough to keep 2 workers busy; the service's MAX_IMAGES_IN_FLIGHT
+per job is 8).
 
     python benchmarks/bench_executor.py            # 20 photos, 2 interleaved rounds, best kept
     python benchmarks/bench_executor.py --quick    # 6 photos, one round
+    python benchmarks/bench_executor.py --ops enhance --glibc-allocator   # memory without the allocator tuning
 
 Exits non-zero only when something fails (an image error, a set-up that crashes or times out).
 """
@@ -40,7 +45,7 @@ if not __package__:  # run as a script: its own folder is on sys.path, the repos
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._corpus import REPO_ROOT, list_photos, prepare_corpus
-from benchmarks._service import cpu_seconds, status_kib
+from benchmarks._proc import cpu_seconds, status_kib
 from capability_service.core.allocator import tune_allocator
 from capability_service.imaging.enhance import enhance
 from capability_service.imaging.optimize import optimize
@@ -110,7 +115,8 @@ async def _run_setup(kind: Kind, workers: int, paths: list[Path], ops: list[str]
 
 def _child_main(args: argparse.Namespace) -> int:
     # The allocator set-up of a service process (`create_app`), so memory figures match the service's.
-    tune_allocator()
+    if not args.glibc_allocator:
+        tune_allocator()
     paths = list_photos(Path(args.corpus))[: args.images]
     result = asyncio.run(_run_setup(args.kind, args.workers, paths, args.ops.split(","), args.in_flight))
     print(json.dumps(result))
@@ -135,6 +141,7 @@ def _run_child(setup: SetUp, corpus: Path, args: argparse.Namespace, ops: list[s
         ",".join(ops),
         "--in-flight",
         str(args.in_flight),
+        *(["--glibc-allocator"] if args.glibc_allocator else []),
     ]
     done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=SETUP_TIMEOUT, check=False)
     if done.returncode != 0:
@@ -167,7 +174,7 @@ def _print_report(setups: list[SetUp], results: dict[str, dict[str, Any]], ops: 
     print()
     print(f"{images} photos of ~10 MP each; images/s from the best run; ratio = images/s / {baseline}")
     header = (
-        f"{'operation':<10} {'set-up':<18} {'images/s':>9} {'ratio':>6} {'wall s':>7} {'CPU s/img':>10}  every round s"
+        f"{'operation':<10} {'set-up':<22} {'images/s':>9} {'ratio':>6} {'wall s':>7} {'CPU s/img':>10}  every round s"
     )
     print(header)
     print("-" * len(header))
@@ -177,12 +184,12 @@ def _print_report(setups: list[SetUp], results: dict[str, dict[str, Any]], ops: 
             entry = results[setup.label]["ops"][op]
             rate = images / entry["wall_s"]
             print(
-                f"{op:<10} {setup.label:<18} {rate:>9.2f} {rate / base_rate:>6.2f} "
+                f"{op:<10} {setup.label:<22} {rate:>9.2f} {rate / base_rate:>6.2f} "
                 f"{entry['wall_s']:>7.2f} {entry['cpu_s'] / images:>10.2f}  "
                 + " ".join(f"{wall:.2f}" for wall in entry["walls_s"])
             )
     print()
-    header = f"{'set-up':<18} {'startup s':>9} {'parent peak RSS MiB':>20} {'workers peak RSS MiB':>21}"
+    header = f"{'set-up':<22} {'startup s':>9} {'parent peak RSS MiB':>20} {'workers peak RSS MiB':>21}"
     print(header)
     print("-" * len(header))
     for setup in setups:
@@ -190,7 +197,7 @@ def _print_report(setups: list[SetUp], results: dict[str, dict[str, Any]], ops: 
         workers = entry.get("worker_hwm_kib") or []
         worker_text = " + ".join(_mib(kib) for kib in workers) if workers else "-"
         print(
-            f"{setup.label:<18} {entry['startup_s']:>9.2f} {_mib(entry['parent_peak_rss_kib']):>20} {worker_text:>21}"
+            f"{setup.label:<22} {entry['startup_s']:>9.2f} {_mib(entry['parent_peak_rss_kib']):>20} {worker_text:>21}"
         )
     concurrency = {results[s.label]["vips_concurrency"] for s in setups}
     print()
@@ -208,7 +215,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, help="how many photos [20; 6 with --quick]")
     parser.add_argument("--workers", type=int, default=2, help="pool size of the thread and process set-ups [2]")
     parser.add_argument("--repeat", type=int, help="interleaved rounds of every set-up, best kept [2; 1 with --quick]")
-    parser.add_argument("--in-flight", type=int, default=4, help="images in flight, as MAX_IMAGES_IN_FLIGHT [4]")
+    parser.add_argument("--in-flight", type=int, default=4, help="images submitted to the pool at once [4]")
+    parser.add_argument(
+        "--glibc-allocator",
+        action="store_true",
+        help="leave glibc's allocator at its defaults in the set-up's process (pool workers still tune theirs)",
+    )
     parser.add_argument("--ops", default="optimize,enhance", help="operations to run [optimize,enhance]")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--kind", choices=["thread", "process"], default="thread", help=argparse.SUPPRESS)
@@ -223,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown or not ops:
         parser.error(f"--ops: unknown {unknown}; choose from {', '.join(OPERATIONS)}")
     setups = [
-        SetUp("serial (1 thread)", "thread", 1),
+        SetUp("serial (1 pool thread)", "thread", 1),
         SetUp(f"thread x{args.workers}", "thread", args.workers),
         SetUp(f"process x{args.workers}", "process", args.workers),
     ]
@@ -233,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as exc:
             parser.error(str(exc))
         print(f"cores: {os.cpu_count()}, VIPS_CONCURRENCY={os.environ.get('VIPS_CONCURRENCY', '(libvips default)')}")
+        tuning = "glibc defaults (--glibc-allocator)" if args.glibc_allocator else "tuned as in a service process"
+        print(f"allocator of each set-up's process: {tuning}")
         runs: dict[str, list[dict[str, Any]]] = {setup.label: [] for setup in setups}
         # Rounds interleave the set-ups, so a burst of other load on the machine hits all of them
         # alike instead of one; each set-up keeps its best round.

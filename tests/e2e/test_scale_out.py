@@ -12,7 +12,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -29,7 +28,8 @@ from saq.job import Status as TaskStatus
 from capability_service.jobs import keys
 from capability_service.jobs.distributed import ImageQueue
 from capability_service.jobs.models import job_key
-from tests.support.data import API_KEY, AUTH, read_image
+from tests.support.data import AUTH, read_image
+from tests.support.processes import ServiceProcess, launch_serve, launch_worker
 from tests.support.servers import free_port, http_server, static_bytes, wait_for_port
 
 pytestmark = pytest.mark.e2e
@@ -44,66 +44,43 @@ FINAL = {"completed", "failed", "cancelled"}
 class Cluster:
     tmp: Path
     redis_url: str
-    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-    apis: list[str] = field(default_factory=list)
+    processes: dict[str, ServiceProcess] = field(default_factory=dict)
 
     @property
     def results(self) -> Path:
         return self.tmp / "results"
 
-    def env(self, port: int | None = None) -> dict[str, str]:
+    def settings(self) -> dict[str, str]:
         return {
-            **os.environ,
             "JOB_BACKEND": "redis",
             "REDIS_URL": self.redis_url,
-            "API_KEYS": API_KEY,
-            "LOCAL_STORAGE_DIR": str(self.results),
-            "PUBLIC_BASE_URL": f"http://127.0.0.1:{port or 1}",
-            "SOURCE_ALLOW_PRIVATE_NETWORKS": "true",
-            "PLUGINS_CONFIG": str(self.tmp / "none.yaml"),
             "JOB_HEARTBEAT_SECONDS": "2",
             "JOB_MAX_ATTEMPTS": "3",
             "SHUTDOWN_GRACE_SECONDS": "15",
             "CPU_WORKERS": "1",
-            "LOG_LEVEL": "WARNING",
         }
 
-    def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-        log = (self.tmp / f"{name}.log").open("wb")
-        command = [sys.executable, "-m", "capability_service.cli", *args]
-        process = subprocess.Popen(command, env=env, cwd=self.tmp, stdout=log, stderr=subprocess.STDOUT)
-        log.close()
+    def api(self, name: str) -> str:
+        process = launch_serve(self.tmp, self.settings(), name=name)
+        self.processes[name] = process
+        return process.url
+
+    def worker(self, name: str, concurrency: int = 2) -> ServiceProcess:
+        process = launch_worker(self.tmp, self.settings(), name=name, concurrency=concurrency)
         self.processes[name] = process
         return process
 
-    def api(self, name: str) -> str:
-        port = free_port()
-        self._spawn(
-            name, ["serve", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"], self.env(port)
-        )
-        base = f"http://127.0.0.1:{port}"
-        self.apis.append(base)
-        return base
-
-    def worker(self, name: str, concurrency: int = 2) -> subprocess.Popen[bytes]:
-        return self._spawn(name, ["worker", "--concurrency", str(concurrency)], self.env())
-
     def wait_ready(self) -> None:
-        for base in self.apis:
-            wait_for_port(int(base.rsplit(":", 1)[1]), timeout=60)
+        """Every API answers and every worker is connected (they boot side by side)."""
+        for process in self.processes.values():
+            process.wait_ready(timeout=60)
 
     def logs(self) -> str:
-        return "\n".join(
-            f"----- {name}.log\n" + (self.tmp / f"{name}.log").read_text(errors="replace")[-3000:]
-            for name in self.processes
-        )
+        return "\n".join(f"----- {name}.log\n{process.tail()}" for name, process in self.processes.items())
 
     def stop(self) -> None:
         for process in self.processes.values():
-            if process.poll() is None:
-                process.kill()
-        for process in self.processes.values():
-            process.wait(timeout=10)
+            process.stop(signal.SIGKILL)
 
 
 @pytest.fixture
@@ -343,10 +320,6 @@ async def test_fifty_jobs_over_two_apis_and_two_workers_survive_a_killed_worker(
         assert task is not None and task.attempts == 1
 
 
-async def _true(value: bool) -> bool:
-    return value
-
-
 async def _when(value: Any, predicate: Callable[[Any], bool]) -> Any:
     result = await value
     return result if predicate(result) else None
@@ -389,7 +362,7 @@ async def test_redis_outage_gives_503_and_work_resumes_when_it_returns(tmp_path:
         cluster = Cluster(tmp=tmp_path, redis_url=f"redis://127.0.0.1:{port}/0")
         try:
             api = cluster.api("api")
-            cluster.worker("worker", concurrency=1)
+            worker = cluster.worker("worker", concurrency=1)
             cluster.wait_ready()
             body = {"type": "batch_optimization", "config": {"format": "webp"}}
             body["source_image_urls"] = [f"{images}/photo.jpg"]
@@ -419,20 +392,16 @@ async def test_redis_outage_gives_503_and_work_resumes_when_it_returns(tmp_path:
                 health = (await client.get("/api/v1/health", headers=AUTH)).json()
                 assert health["status"] == "degraded"
                 assert health["jobs"]["healthy"] is False
-                worker_log = tmp_path / "worker.log"
-                await eventually(
-                    lambda: _true(f"lost Redis at 127.0.0.1:{port}/0" in worker_log.read_text()),
-                    30,
-                    "the worker to notice the outage",
-                )
+                # The worker meets the outage too, and keeps trying.
+                await asyncio.to_thread(worker.wait_for_output, f"lost Redis at 127.0.0.1:{port}/0", 30)
 
                 redis_switch(True)
                 # Both the API and the worker reconnect by themselves.
                 assert (await run_one())["status"] == "completed"
                 assert (await client.get("/api/v1/health", headers=AUTH)).json()["jobs"]["healthy"] is True
-            assert cluster.processes["worker"].poll() is None
+            assert worker.returncode is None
             # The outage is a line or two in the worker's log, not a traceback per attempt.
-            text = (tmp_path / "worker.log").read_text()
+            text = worker.output()
             assert "Traceback" not in text and "never retrieved" not in text, text[-3000:]
             assert text.count("lost Redis at") <= 2  # the task queue and the job events, once each
         finally:

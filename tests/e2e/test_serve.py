@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,54 +11,40 @@ import httpx
 import pytest
 
 from tests.api.helpers import parse_sse
-from tests.support.data import API_KEY, AUTH, read_image
-from tests.support.servers import free_port, http_server, static_bytes, wait_for_port
+from tests.support.data import AUTH, read_image
+from tests.support.processes import ApiProcess, start_serve, wait_until
+from tests.support.servers import http_server, static_bytes
 
 pytestmark = pytest.mark.e2e
 
 
-Started = tuple[str, subprocess.Popen[bytes]]
+def status(client: httpx.Client, job_id: str) -> str:
+    state: str = client.get(f"/api/v1/ai/job/{job_id}/status", headers=AUTH).json()["status"]
+    return state
 
 
 @pytest.fixture
-def start_service(tmp_path: Path) -> Iterator[Callable[..., Started]]:
-    """Start `capability-service serve` on a free port with extra settings; stopped after the test."""
-    processes: list[subprocess.Popen[bytes]] = []
+def start_service(tmp_path: Path) -> Iterator[Callable[..., ApiProcess]]:
+    """Start `capability-service serve` on a free port with extra settings, ready; stopped after the test."""
+    started: list[ApiProcess] = []
 
-    def start(**settings: str) -> Started:
-        port = free_port()
-        env = {
-            **os.environ,
-            "API_KEYS": API_KEY,
-            "LOCAL_STORAGE_DIR": str(tmp_path / "results"),
-            "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
-            "SOURCE_ALLOW_PRIVATE_NETWORKS": "true",
-            "PLUGINS_CONFIG": str(tmp_path / "none.yaml"),
-            "SHUTDOWN_GRACE_SECONDS": "20",
-            **settings,
-        }
-        command = [sys.executable, "-m", "capability_service.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
-        process = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        processes.append(process)
-        wait_for_port(port, timeout=30)
-        return f"http://127.0.0.1:{port}", process
+    def start(**settings: str) -> ApiProcess:
+        service = start_serve(tmp_path, {"SHUTDOWN_GRACE_SECONDS": "20", **settings}, log_level="info")
+        started.append(service)
+        return service
 
     yield start
-    for process in processes:
-        if process.poll() is None:
-            process.kill()
-        process.wait(timeout=10)
-        if process.stdout is not None:
-            process.stdout.close()
+    for service in started:
+        service.stop(signal.SIGKILL)
 
 
 @pytest.fixture
-def service(start_service: Callable[..., Started]) -> Started:
+def service(start_service: Callable[..., ApiProcess]) -> ApiProcess:
     return start_service()
 
 
-def test_walkthrough_over_real_http(service: tuple[str, subprocess.Popen[bytes]]) -> None:
-    base, _process = service
+def test_walkthrough_over_real_http(service: ApiProcess) -> None:
+    base = service.url
     with (
         httpx.Client(base_url=base, timeout=30) as client,
         http_server({"/photo.jpg": static_bytes(read_image("grace_hopper.jpg"))}) as images,
@@ -92,27 +75,29 @@ def test_walkthrough_over_real_http(service: tuple[str, subprocess.Popen[bytes]]
         assert client.post("/api/v1/ai/job/walk-1/cancel", headers=AUTH).status_code == 409
 
 
-def test_sigterm_lets_the_running_job_finish(service: tuple[str, subprocess.Popen[bytes]], tmp_path: Path) -> None:
-    base, process = service
+def test_sigterm_lets_the_running_job_finish(service: ApiProcess, tmp_path: Path) -> None:
+    base = service.url
     with (
         httpx.Client(base_url=base, timeout=30) as client,
         http_server({"/slow.jpg": static_bytes(read_image("rocket.jpg"), delay=1.0)}) as images,
     ):
         payload = {"job_id": "term", "type": "batch_optimization", "source_image_urls": [f"{images}/slow.jpg"]}
         assert client.post("/api/v1/ai/job", json=payload, headers=AUTH).status_code == 202
-        time.sleep(0.3)
-        process.send_signal(signal.SIGTERM)
+        wait_until(lambda: status(client, "term") == "processing", 30, "the job to start")
+        service.send_signal(signal.SIGTERM)
         # uvicorn re-raises the signal after its graceful shutdown, so the exit is by SIGTERM.
-        assert process.wait(timeout=20) in (0, -signal.SIGTERM)
-    assert process.stdout is not None
-    log = process.stdout.read().decode()
+        assert service.wait(timeout=20) in (0, -signal.SIGTERM)
+    service.stop()
+    log = service.output()
     assert "Traceback" not in log
     # The job finished during the grace period: its result is on disk.
     assert list((tmp_path / "results").rglob("term/0.webp")), log
 
 
-def test_stream_heartbeats_and_a_disconnect_leaves_nothing_behind(start_service: Callable[..., Started]) -> None:
-    base, _process = start_service(SSE_HEARTBEAT_SECONDS="0.2", SHUTDOWN_GRACE_SECONDS="0")
+def test_stream_heartbeats_and_a_disconnect_leaves_nothing_behind(
+    start_service: Callable[..., ApiProcess],
+) -> None:
+    base = start_service(SSE_HEARTBEAT_SECONDS="0.2", SHUTDOWN_GRACE_SECONDS="0").url
     with (
         httpx.Client(base_url=base, timeout=30) as client,
         http_server({"/slow.jpg": static_bytes(read_image("rocket.jpg"), delay=5.0)}) as images,
@@ -125,19 +110,20 @@ def test_stream_heartbeats_and_a_disconnect_leaves_nothing_behind(start_service:
                 lines.append(line)
                 if sum(1 for seen in lines if seen.startswith(":")) >= 2:
                     # Checked while the stream is still being read: leaving the loop closes it.
-                    health = client.get("/api/v1/health").json()
+                    health = client.get("/api/v1/health", headers=AUTH).json()
                     assert health["jobs"]["stream_subscribers"] == 1
                     break
         assert "event: progress" in lines[:3]
         assert sum(1 for seen in lines if seen.startswith(": ping")) == 2
-        deadline = time.monotonic() + 10
-        while client.get("/api/v1/health", headers=AUTH).json()["jobs"]["stream_subscribers"] != 0:
-            assert time.monotonic() < deadline, "the closed stream's subscription was never released"
-            time.sleep(0.1)
+        wait_until(
+            lambda: client.get("/api/v1/health", headers=AUTH).json()["jobs"]["stream_subscribers"] == 0,
+            10,
+            "the closed stream's subscription to be released",
+        )
 
 
-def test_streams_say_so_when_the_service_shuts_down(service: tuple[str, subprocess.Popen[bytes]]) -> None:
-    base, process = service
+def test_streams_say_so_when_the_service_shuts_down(service: ApiProcess) -> None:
+    base = service.url
     with (
         httpx.Client(base_url=base, timeout=30) as client,
         http_server({"/slow.jpg": static_bytes(read_image("rocket.jpg"), delay=3.0)}) as images,
@@ -149,7 +135,7 @@ def test_streams_say_so_when_the_service_shuts_down(service: tuple[str, subproce
             for line in stream.iter_lines():
                 lines.append(line)
                 if line.startswith("data:") and len(lines) < 5:
-                    process.send_signal(signal.SIGTERM)
+                    service.send_signal(signal.SIGTERM)
         events = parse_sse("\n".join(lines) + "\n\n")
         # The job (3 s) outlives the stream: the stream's last word is why it ends.
         assert events[-1][0] == "error", events
