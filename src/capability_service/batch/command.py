@@ -28,7 +28,7 @@ def run_process(args: argparse.Namespace) -> int:
     try:
         settings = load_settings()
     except ConfigError as exc:
-        err.print(f"capability-service: {exc}", highlight=False, markup=False)
+        _error(err, f"capability-service: {exc}")
         return EXIT_USAGE
     # The service's own modules log at INFO for a server's operator; here only problems are worth a line.
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -40,11 +40,11 @@ def run_process(args: argparse.Namespace) -> int:
         operation = resolve_operation(args.operation, parse_pairs(args.option), plugins)
         items = plan(args.inputs, args.out, operation.extension, args.glob)
     except BatchError as exc:
-        err.print(f"capability-service process: {exc}", highlight=False, markup=False)
+        _error(err, f"capability-service process: {exc}")
         _close(provider)
         return EXIT_USAGE
     if not items:
-        err.print("capability-service process: no images found in the inputs", highlight=False)
+        _error(err, "capability-service process: no images found in the inputs")
         _close(provider)
         return EXIT_USAGE
     runner = BatchRunner(settings, operation, workers=args.workers or settings.cpu_workers, overwrite=args.overwrite)
@@ -63,6 +63,10 @@ def run_process(args: argparse.Namespace) -> int:
     if report.interrupted:
         return EXIT_STOPPED
     return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def _error(console: Console, message: str) -> None:
+    console.print(message, highlight=False, markup=False, soft_wrap=True)
 
 
 def _close(provider: ImageEditProvider | None) -> None:

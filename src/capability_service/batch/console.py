@@ -77,7 +77,9 @@ class ProgressDisplay:
             return
         if result.status is ItemStatus.failed:
             self.progress.console.print(
-                f"[red]failed[/red] {escape(result.item.name)}: {escape(result.error or '')}", highlight=False
+                f"[red]failed[/red] {escape(result.item.name)}: {escape(result.error or '')}",
+                highlight=False,
+                soft_wrap=True,
             )
         self.progress.advance(self._task)
 
@@ -111,12 +113,12 @@ def print_summary(console: Console, report: BatchReport) -> None:
     console.print(table)
     failures = report.of(ItemStatus.failed)
     if failures:
-        reasons = Table(title="Failed images", title_justify="left", show_lines=False)
-        reasons.add_column("input", overflow="fold")
-        reasons.add_column("reason", overflow="fold")
+        # One line per image, never wrapped: easy to read, grep and copy from a log.
+        console.print(f"[bold]Failed images ({len(failures)}):[/bold]", highlight=False)
         for result in failures:
-            reasons.add_row(escape(result.item.name), escape(result.error or ""))
-        console.print(reasons)
+            console.print(
+                f"  {escape(result.item.name)}: {escape(result.error or '')}", highlight=False, soft_wrap=True
+            )
     console.print(
         f"{report.count(ItemStatus.done)} processed in {report.seconds:.1f} s "
         f"({report.images_per_second:.2f} images/s)" + (" - stopped before the end" if report.interrupted else ""),
