@@ -17,6 +17,7 @@ from capability_service.api.v1 import ai, files, health, image, job_types, resul
 from capability_service.core.allocator import tune_allocator
 from capability_service.core.config import Environment, Settings, load_settings
 from capability_service.core.logging import configure_logging
+from capability_service.playground import router as playground_router
 from capability_service.services import build_services
 
 
@@ -73,6 +74,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(results_zip.router, prefix="/api/v1")
     if settings.storage_backend == "local":
         app.include_router(files.router)
+    if settings.playground_on:
+        app.include_router(playground_router)
     return app
 
 
