@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from tests.api.helpers import submit
-from tests.conftest import AUTH
+from tests.support.data import AUTH
 
 
 async def test_each_job_type_comes_with_its_config_schema(client: httpx.AsyncClient) -> None:

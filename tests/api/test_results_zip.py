@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from tests.api.helpers import data_uri, submit, wait_final
-from tests.conftest import AUTH, read_image
+from tests.support.data import AUTH, read_image
 
 BROKEN = "data:image/jpeg;base64," + base64.b64encode(read_image("rocket.jpg")[:3000]).decode()
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from capability_service.cli import main
-from tests.conftest import DATA
+from tests.support.data import DATA
 
 # Settings a developer's shell or `.env` could hold that would change what the command does.
 _ISOLATED = ("AI_API_KEY", "OPENAI_API_KEY", "AI_PROVIDER", "SOURCE_ALLOW_PRIVATE_NETWORKS", "SOURCE_ALLOWED_HOSTS")

@@ -16,7 +16,7 @@ import pytest
 import pyvips
 
 from tests.batch.conftest import Run, Tree
-from tests.conftest import DATA
+from tests.support.data import DATA
 from tests.support.servers import http_server, static_bytes
 
 GOOD_OUTPUTS = ("rocket.jpg", "shoes/chelsea.jpg", "shoes/red/grace_hopper.jpg")

@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import API_KEY, AUTH, DATA
+from tests.support.data import API_KEY, AUTH, DATA
 from tests.support.servers import free_port, in_ci, wait_for_port
 
 pytestmark = pytest.mark.e2e

@@ -6,10 +6,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-from capability_service.jobs.service import JOB_TYPE_PLUGINS
-from capability_service.plugins.base import BasePlugin, PluginDisabled
+from capability_service.plugins.base import BasePlugin, InvalidConfig, OperationUnavailable, PluginDisabled
 from capability_service.plugins.manager import PluginRegistry
 
 # The command's short names for the job types of the job API.
@@ -71,8 +70,8 @@ def known_options(model: type[BaseModel]) -> list[str]:
     return [field.alias or name for name, field in model.model_fields.items()]
 
 
-def build_config(operation: str, model: type[BaseModel], raw: Mapping[str, str]) -> BaseModel:
-    """Validate `raw` with `model`; every error names the option as the command line spells it."""
+def config_values(operation: str, model: type[BaseModel], raw: Mapping[str, str]) -> dict[str, Any]:
+    """`raw` keyed by the model's camelCase names; unknown options are refused rather than ignored."""
     names = _option_names(model)
     values: dict[str, Any] = {}
     for key, value in raw.items():
@@ -84,10 +83,7 @@ def build_config(operation: str, model: type[BaseModel], raw: Mapping[str, str])
         # Text from the command line: pydantic's lax mode turns "800", "0.1" and "true" into their types;
         # only an explicit "none" for an optional field needs help.
         values[alias] = None if value.strip().lower() in _NONE_WORDS and not field.is_required() else value
-    try:
-        return model.model_validate(values)
-    except ValidationError as exc:
-        raise BatchError(_describe(operation, exc)) from None
+    return values
 
 
 def _field_name(model: type[BaseModel], alias: str) -> str:
@@ -97,32 +93,25 @@ def _field_name(model: type[BaseModel], alias: str) -> str:
     raise KeyError(alias)
 
 
-def _describe(operation: str, exc: ValidationError) -> str:
-    problems = []
-    for error in exc.errors():
-        option = ".".join(str(part) for part in error["loc"]) or "options"
-        if error["type"] == "missing":
-            problems.append(f"--option {option}=... is required for {operation}")
-        else:
-            problems.append(f"--option {option}: {error['msg']}")
-    return "; ".join(problems)
-
-
 def resolve_operation(name: str, raw: Mapping[str, str], plugins: PluginRegistry) -> Operation:
-    """The plugin and validated config for `name` (optimize, enhance, background) with options `raw`."""
+    """The plugin and validated config for `name` (optimize, enhance, background) with options `raw`.
+
+    The config goes through the plugin's `prepare`, the same entry as `POST /ai/job`: enabled, valid,
+    runnable with these settings.
+    """
     job_type = OPERATIONS.get(name)
     if job_type is None:
         raise BatchError(f"unknown operation {name!r}; expected one of: {', '.join(OPERATIONS)}")
-    plugin_name = JOB_TYPE_PLUGINS[job_type]
-    if plugin_name not in plugins:
-        raise BatchError(f"the {plugin_name} plugin is not available")
-    plugin = plugins.get(plugin_name)
+    plugin = plugins.for_job_type(job_type)
+    if plugin is None:
+        raise BatchError(f"no plugin runs {job_type} jobs")
+    values = config_values(name, plugin.config_models[job_type], raw)
     try:
-        plugin.ensure_enabled()
-    except PluginDisabled as exc:
+        config = plugin.prepare(job_type, values)
+    except InvalidConfig as exc:
+        if exc.reason == "Field required":
+            raise BatchError(f"--option {exc.field}=... is required for {name}") from None
+        raise BatchError(f"--option {exc.field}: {exc.reason}" if exc.field else exc.reason) from None
+    except (PluginDisabled, OperationUnavailable) as exc:
         raise BatchError(str(exc)) from None
-    config = build_config(name, plugin.config_models[job_type], raw)
-    reason = plugin.operation_unavailable(job_type, config)
-    if reason:
-        raise BatchError(reason)
     return Operation(name=name, job_type=job_type, plugin=plugin, config=config)

@@ -244,10 +244,14 @@ class BatchRunner:
     async def _one(self, item: WorkItem, fetcher: SourceFetcher, ctx: ProcessContext) -> ItemResult:
         started = time.perf_counter()
         operation = self.operation
+        limit = self.settings.image_timeout_seconds
         try:
-            source = (await fetcher.fetch(item.source)).data
-            result = await operation.plugin.process(operation.job_type, operation.config, source, ctx)
+            async with asyncio.timeout(limit):
+                source = (await fetcher.fetch(item.source)).data
+                result = await operation.plugin.process(operation.job_type, operation.config, source, ctx)
             await asyncio.to_thread(write_atomically, item.output, result.data)
+        except TimeoutError:
+            return self._failed(item, f"processing took longer than {limit:.0f} s", started)
         except _Stopped:
             return ItemResult(item, ItemStatus.stopped)
         except SourceError as exc:

@@ -11,7 +11,6 @@ from typing import Any
 from fastapi import APIRouter
 
 from capability_service.api.deps import ApiKeyDep, ServicesDep
-from capability_service.jobs.service import JOB_TYPE_PLUGINS
 
 router = APIRouter(tags=["ai jobs"], dependencies=[ApiKeyDep])
 
@@ -20,15 +19,15 @@ router = APIRouter(tags=["ai jobs"], dependencies=[ApiKeyDep])
 async def job_types(services: ServicesDep) -> dict[str, Any]:
     """Every job type with its plugin, whether it can run now, and its config's JSON schema (camelCase names)."""
     types = []
-    for job_type, plugin_name in sorted(JOB_TYPE_PLUGINS.items()):
-        if plugin_name not in services.plugins:
+    for job_type in services.plugins.job_types():
+        plugin = services.plugins.for_job_type(job_type)
+        if plugin is None:
             continue
-        plugin = services.plugins.get(plugin_name)
         model = plugin.config_models[job_type]
         types.append(
             {
                 "type": job_type,
-                "plugin": plugin_name,
+                "plugin": plugin.name,
                 "enabled": plugin.disabled_reason is None,
                 "disabled_reason": plugin.disabled_reason,
                 "config_schema": model.model_json_schema(by_alias=True),

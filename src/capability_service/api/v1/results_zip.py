@@ -18,17 +18,16 @@ from pathlib import PurePosixPath
 from typing import Annotated
 from urllib.parse import unquote, urlsplit
 
-from fastapi import APIRouter, HTTPException, Path, Query
+from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import StreamingResponse
 
-from capability_service.api.deps import ApiKeyDep, ServicesDep, UserIdDep
+from capability_service.api.deps import ServicesDep, TenantDep, UserIdDep
+from capability_service.api.v1.ai import JobIdPath
 from capability_service.jobs.models import ImageStatus, Job
 from capability_service.storage.base import StorageError
 
-router = APIRouter(tags=["ai jobs"], dependencies=[ApiKeyDep])
+router = APIRouter(tags=["ai jobs"])
 
-# The same job id rule as the rest of the job API.
-_JOB_ID = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 _UNSAFE = re.compile(r"[^\w.-]+")
 _NAME_LENGTH = 80
 
@@ -83,15 +82,16 @@ def entry_names(job: Job, given: list[str]) -> dict[int, str]:
 
 @router.get("/ai/job/{job_id}/results.zip", response_class=StreamingResponse)
 async def job_results_zip(
-    job_id: Annotated[str, Path(pattern=_JOB_ID, description="the job id")],
+    job_id: JobIdPath,
     services: ServicesDep,
+    tenant: TenantDep,
     user_id: UserIdDep,
     name: Annotated[
         list[str], Query(max_length=255, description="a file name per source image, in order (optional)")
     ] = [],  # noqa: B006 - FastAPI copies query defaults per request
 ) -> StreamingResponse:
     """The job's finished results as a ZIP archive (also while the job runs: what has finished so far)."""
-    job = await services.jobs.get(job_id, user_id)
+    job = await services.jobs.get(tenant, job_id, user_id)
     names = entry_names(job, name)
     if not names:
         raise HTTPException(404, detail=f"job {job_id!r} has no finished results yet")
