@@ -10,7 +10,9 @@ change in machine load hits both sides alike:
   command's wall time including Python start-up and imports.
 
 Both use the default settings of this machine (CPU_WORKERS = cores, CPU_EXECUTOR=thread, CPU_NICE=10) and
-the same job config. Prints images/s for both and the ratio CLI / service; best round of each is kept.
+the same job config. Prints images/s for both and the ratio CLI / service (best round of each), and the CPU
+time per image of each side (the service process's, the command's during its run), which other load on the
+machine does not change.
 
     python benchmarks/bench_cli.py                       # 20 photos, optimize (webp, standard, 1920)
     python benchmarks/bench_cli.py --photos 10 --rounds 3 --ops optimize,enhance
@@ -35,7 +37,7 @@ if not __package__:  # run as a script: its own folder is on sys.path, the repos
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._corpus import serve_directory, write_corpus
-from benchmarks._service import AUTH, CLI, run_job, running_service, service_env
+from benchmarks._service import AUTH, CLI, cpu_seconds, run_job, running_service, service_env
 
 # One config per operation, as the job API and the command line spell it.
 OPERATIONS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -44,14 +46,18 @@ OPERATIONS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
-def run_service(client: httpx.Client, op: str, urls: list[str], job_id: str, timeout: float) -> dict[str, float]:
+def run_service(
+    client: httpx.Client, pid: int, op: str, urls: list[str], job_id: str, timeout: float
+) -> dict[str, float]:
     job_type, config = OPERATIONS[op]
     body = {"job_id": job_id, "type": job_type, "config": config, "source_image_urls": urls}
+    cpu_started = cpu_seconds(pid)
     result, wall = run_job(client, body, timeout)
+    cpu = cpu_seconds(pid) - cpu_started
     done = sum(1 for image in result["metadata"]["images"] if image["status"] == "succeeded")
     if done != len(urls):
         raise RuntimeError(f"service job {job_id}: {len(urls) - done} images failed: {result['errors']}")
-    return {"images": done, "seconds": wall}
+    return {"images": done, "seconds": wall, "cpu": cpu}
 
 
 def run_cli(workdir: Path, op: str, corpus: Path, out: Path, timeout: float) -> dict[str, float]:
@@ -69,7 +75,12 @@ def run_cli(workdir: Path, op: str, corpus: Path, out: Path, timeout: float) -> 
     if finished.returncode != 0:
         raise RuntimeError(f"the command exited with {finished.returncode}: {finished.stderr.decode()[-2000:]}")
     report = json.loads(finished.stdout)
-    return {"images": report["counts"]["done"], "seconds": report["seconds"], "command_seconds": wall}
+    return {
+        "images": report["counts"]["done"],
+        "seconds": report["seconds"],
+        "cpu": report["cpu_seconds"],
+        "command_seconds": wall,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,10 +108,12 @@ def main(argv: list[str] | None = None) -> int:
         ):
             urls = [f"{images}/{path.name}" for path in photos]
             for op in ops:
-                run_service(client, op, urls[:1], f"warm-{op}", args.timeout)
+                run_service(client, service.pid, op, urls[:1], f"warm-{op}", args.timeout)
                 sides: dict[str, list[dict[str, float]]] = {"service": [], "cli": []}
                 for round_ in range(args.rounds):
-                    sides["service"].append(run_service(client, op, urls, f"bench-{op}-{round_}", args.timeout))
+                    sides["service"].append(
+                        run_service(client, service.pid, op, urls, f"bench-{op}-{round_}", args.timeout)
+                    )
                     sides["cli"].append(run_cli(workdir, op, corpus, workdir / f"out-{op}", args.timeout))
                     print(
                         f"{op} round {round_ + 1}: service {sides['service'][-1]['seconds']:.2f} s, "
@@ -119,6 +132,13 @@ def main(argv: list[str] | None = None) -> int:
         cli_rate = cli_best["images"] / cli_best["seconds"]
         with_startup = cli_best["images"] / cli_best["command_seconds"]
         print(f"{op:10} {service_rate:14.2f} {cli_rate:10.2f} {cli_rate / service_rate:6.2f}x {with_startup:25.2f}")
+    print()
+    # CPU time per image does not depend on what else the machine runs, unlike the wall-clock rates.
+    print(f"{'operation':10} {'service CPU s/img':>18} {'CLI CPU s/img':>14} {'service / CLI':>14}")
+    for op, sides in results.items():
+        service_cpu = min(run["cpu"] / run["images"] for run in sides["service"])
+        cli_cpu = min(run["cpu"] / run["images"] for run in sides["cli"])
+        print(f"{op:10} {service_cpu:18.3f} {cli_cpu:14.3f} {service_cpu / cli_cpu:13.2f}x")
     return 0
 
 

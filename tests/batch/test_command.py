@@ -85,6 +85,7 @@ def test_the_json_summary_and_a_second_run_that_skips_everything(
         assert item["bytes_in"] == (photo_tree.root / name).stat().st_size
         assert item["bytes_out"] == output.stat().st_size
         assert (item["width"], item["height"]) == image_size(output)[:2]
+    assert report["seconds"] > 0 and report["cpu_seconds"] > 0
     assert report["bytes_in"] == sum(by_input[name]["bytes_in"] for name in photo_tree.good)
     assert report["bytes_out"] == sum(by_input[name]["bytes_out"] for name in photo_tree.good)
     stamps = {name: (out / name).stat().st_mtime_ns for name in files_under(out)}

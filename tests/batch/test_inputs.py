@@ -83,3 +83,10 @@ def test_two_inputs_writing_one_output_are_refused_before_anything_runs(photo_tr
 def test_a_missing_path_is_an_item_that_will_fail_on_its_own(tmp_path: Path) -> None:
     items = plan([str(tmp_path / "nowhere.jpg")], tmp_path / "out", ".webp")
     assert outputs(items, tmp_path / "out") == ["nowhere.webp"]
+
+
+def test_an_input_is_never_replaced_by_its_own_result(tmp_path: Path) -> None:
+    photo = tmp_path / "photo.webp"
+    photo.write_bytes(b"x")
+    with pytest.raises(BatchError, match=r"photo.webp would be replaced by its own result; choose another --out"):
+        plan([str(tmp_path)], tmp_path, ".webp")

@@ -101,6 +101,8 @@ def plan(inputs: Sequence[str], out_dir: Path, extension: str, globs: Sequence[s
         target = out_dir.joinpath(*relative.parts)
         # Only the extension changes: `red.jpg` -> `red.webp`, `IMG_0001` -> `IMG_0001.webp`.
         output = target.with_name((target.stem if target.suffix else target.name) + extension)
+        if not is_url(source) and output.resolve() == Path(source).resolve():
+            raise BatchError(f"{name} would be replaced by its own result; choose another --out folder")
         earlier = owners.get(output)
         if earlier is not None:
             raise BatchError(

@@ -77,6 +77,9 @@ class BatchReport:
 
     results: list[ItemResult] = field(default_factory=list)
     seconds: float = 0.0
+    # CPU time of this process (every thread) during the run: what the images cost, whatever else the
+    # machine was doing.
+    cpu_seconds: float = 0.0
     # True when the run was stopped (Ctrl-C) before every item had its turn.
     interrupted: bool = False
 
@@ -111,6 +114,7 @@ class BatchReport:
             "ok": self.ok,
             "interrupted": self.interrupted,
             "seconds": round(self.seconds, 3),
+            "cpu_seconds": round(self.cpu_seconds, 3),
             "images_per_second": round(self.images_per_second, 3),
             "counts": {status.value: self.count(status) for status in ItemStatus},
             "bytes_in": self.bytes_in,
@@ -181,7 +185,7 @@ class BatchRunner:
         Items whose output exists are skipped first (unless overwriting); `on_start` is then told how
         many images will be processed, and `on_result` hears of each as it finishes.
         """
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         results: dict[int, ItemResult] = {}
         exists = await asyncio.to_thread(lambda: [not self.overwrite and item.output.exists() for item in items])
         for index, item in enumerate(items):
@@ -237,6 +241,7 @@ class BatchRunner:
             cpu.shutdown()
             await fetcher.close()
         report.seconds = time.perf_counter() - started
+        report.cpu_seconds = time.process_time() - cpu_started
         report.results = [results.get(i) or ItemResult(item, ItemStatus.stopped) for i, item in enumerate(items)]
         report.interrupted = any(result.status is ItemStatus.stopped for result in report.results)
         return report

@@ -734,8 +734,10 @@
       download.setAttribute("aria-label", `Download the result of ${source.name}`);
       const details = [];
       if (job.type === "background_replacement") {
-        details.push(`mode ${image.mode || job.config.mode}`);
-        details.push(`padding ${job.config.padding}`);
+        // What ran, as the service echoes it: defaults filled in.
+        const ran = (result.metadata && result.metadata.config) || job.config;
+        details.push(`mode ${image.mode || ran.mode}`);
+        details.push(`padding ${ran.padding}`);
         details.push(`shadow ${image.shadow ? "on" : "off"}`);
         if (image.background) details.push(`background: ${image.background}`);
         if (image.note) details.push(`note: ${image.note}`);
