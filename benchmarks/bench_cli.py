@@ -11,8 +11,8 @@ change in machine load hits both sides alike:
 
 Both use the default settings of this machine (CPU_WORKERS = cores, CPU_EXECUTOR=thread, CPU_NICE=10) and
 the same job config. Prints images/s for both and the ratio CLI / service (best round of each), and the CPU
-time per image of each side (the service process's, the command's during its run), which other load on the
-machine does not change.
+time per image of each side (the service process's, the command's during its run), which moves much less
+with other load on the machine than the wall-clock rates do.
 
     python benchmarks/bench_cli.py                       # 20 photos, optimize (webp, standard, 1920)
     python benchmarks/bench_cli.py --photos 10 --rounds 3 --ops optimize,enhance
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         with_startup = cli_best["images"] / cli_best["command_seconds"]
         print(f"{op:10} {service_rate:14.2f} {cli_rate:10.2f} {cli_rate / service_rate:6.2f}x {with_startup:25.2f}")
     print()
-    # CPU time per image does not depend on what else the machine runs, unlike the wall-clock rates.
+    # CPU time per image moves much less with what else the machine runs than the wall-clock rates do.
     print(f"{'operation':10} {'service CPU s/img':>18} {'CLI CPU s/img':>14} {'service / CLI':>14}")
     for op, sides in results.items():
         service_cpu = min(run["cpu"] / run["images"] for run in sides["service"])

@@ -58,8 +58,10 @@ def test_a_folder_is_processed_into_a_mirrored_tree_and_the_broken_file_fails_al
     failed_line = next(line for line in run.out.splitlines() if "broken.jpg" in line)
     assert failed_line.startswith(f"  {photo_tree.root / photo_tree.broken}: ")
     assert BROKEN_REASON.search(failed_line)
-    # Failures are reported as they happen, above the progress bar.
+    # Failures are reported as they happen, above the progress bar with its rate and ETA.
     assert "failed" in run.err and "broken.jpg" in run.err
+    bar = run.err.splitlines()[-1]
+    assert bar.startswith("optimize") and "4/4" in bar and "img/s" in bar and "ETA" in bar
 
 
 def test_the_json_summary_and_a_second_run_that_skips_everything(

@@ -22,13 +22,12 @@ from typing import Any
 
 import httpx
 import pytest
+from playwright import sync_api as playwright_api
 
 from tests.support.data import API_KEY, AUTH, DATA
 from tests.support.servers import free_port, in_ci, wait_for_port
 
 pytestmark = pytest.mark.e2e
-
-playwright_api = pytest.importorskip("playwright.sync_api")
 
 CHROMIUM_ARGS = [
     "--headless",
