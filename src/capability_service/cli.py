@@ -99,7 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
         "[every image format the pipelines read]",
     )
     process.add_argument(
-        "--workers", type=_positive_int, default=None, help="images processed at once [CPU_WORKERS: the core count]"
+        "--workers",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="images processed at once [CPU_WORKERS: the core count]",
     )
     process.add_argument("--overwrite", action="store_true", help="replace results that exist [skip them]")
     process.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
