@@ -2,5 +2,5 @@
 
 `options` turns `--option key=value` into the job API's validated config, `inputs` turns the command's
 inputs into work items with their output paths, `runner` runs the same plugins on the same CPU executor
-as the service, and `console` draws the progress bar and the summary.
+as the service, `console` draws the progress bar and the summary, and `command` wires them together.
 """
