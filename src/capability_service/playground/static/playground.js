@@ -640,7 +640,9 @@
     setText(el.message, "Cancelling…");
     try {
       const response = await api(`ai/job/${encodeURIComponent(job.id)}/cancel`, { method: "POST" });
-      setText(el.message, (await response.json()).message);
+      const answer = await response.json();
+      // The stream's final event may have come first: its message (what was kept) has the last word.
+      if (!job.final) setText(el.message, answer.message);
     } catch (error) {
       onKeyRefused(error);
       setText(el.error, error.status === 409 ? "The job had already finished." : `Cancel failed: ${error.message}`);
