@@ -1,9 +1,10 @@
-"""`capability-service serve | worker`."""
+"""`capability-service serve | worker | process`."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from capability_service.core.config import ConfigError, load_settings
 
@@ -48,6 +49,12 @@ def _worker(args: argparse.Namespace) -> int:
     return run_worker(settings, args.concurrency)
 
 
+def _process(args: argparse.Namespace) -> int:
+    from capability_service.batch.command import run_process
+
+    return run_process(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="capability-service", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -62,6 +69,45 @@ def build_parser() -> argparse.ArgumentParser:
     )
     worker.add_argument("--log-level", default=None, choices=["debug", "info", "warning", "error"])
     worker.set_defaults(handler=_worker)
+    process = commands.add_parser(
+        "process",
+        help="run a pipeline over files, folders and URLs in this process (no server needed)",
+        description=(
+            "Run the job pipelines over files, folders (recursively) and URLs, writing results under --out with "
+            "names that mirror the inputs. Options are the job API's config fields (camelCase or snake_case). "
+            "Exit status: 0 when every image succeeded or was already done, 1 when any failed, 2 for a usage "
+            "or settings error, 130 when stopped with Ctrl-C (finished files are kept)."
+        ),
+    )
+    process.add_argument("operation", choices=["optimize", "enhance", "background"], help="what each image becomes")
+    process.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders, or http(s) URLs")
+    process.add_argument("--out", "-o", required=True, type=Path, metavar="DIR", help="folder for the results")
+    process.add_argument(
+        "--option",
+        "-O",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a config field of the job type, e.g. maxSize=1200, format=jpg, backgroundPrompt='light grey studio'",
+    )
+    process.add_argument(
+        "--glob",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="only files of input folders matching PATTERN, e.g. '*.png' (case-insensitive; repeatable) "
+        "[every image format the pipelines read]",
+    )
+    process.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="images processed at once [CPU_WORKERS: the core count]",
+    )
+    process.add_argument("--overwrite", action="store_true", help="replace results that exist [skip them]")
+    process.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
+    process.set_defaults(handler=_process)
     return parser
 
 

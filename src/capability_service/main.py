@@ -13,10 +13,11 @@ from capability_service import __version__
 from capability_service.api.auth import ApiKeyGate
 from capability_service.api.errors import install_error_handlers
 from capability_service.api.limits import BodySizeLimit
-from capability_service.api.v1 import ai, files, health, image
+from capability_service.api.v1 import ai, files, health, image, job_types, results_zip
 from capability_service.core.allocator import tune_allocator
 from capability_service.core.config import Environment, Settings, load_settings
 from capability_service.core.logging import configure_logging
+from capability_service.playground import router as playground_router
 from capability_service.services import build_services
 
 
@@ -69,8 +70,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router, prefix="/api/v1")
     app.include_router(ai.router, prefix="/api/v1")
     app.include_router(image.router, prefix="/api/v1")
+    app.include_router(job_types.router, prefix="/api/v1")
+    app.include_router(results_zip.router, prefix="/api/v1")
     if settings.storage_backend == "local":
         app.include_router(files.router)
+    if settings.playground_on:
+        app.include_router(playground_router)
     return app
 
 

@@ -110,3 +110,25 @@ def test_shipped_plugin_config_loads() -> None:
     config = load_plugin_config(shipped, environ={})
     assert config["ai-playground"]["enabled"] == "true"
     assert config["image-compress"]["enabled"] == "true"
+
+
+@pytest.mark.parametrize(
+    ("environment", "enabled", "on"),
+    [
+        ("development", None, True),
+        ("development", "false", False),
+        ("production", None, False),
+        ("production", "false", False),
+        ("production", "true", True),
+    ],
+)
+def test_the_playground_is_on_in_development_and_off_in_production_unless_enabled(
+    monkeypatch: pytest.MonkeyPatch, environment: str, enabled: str | None, on: bool
+) -> None:
+    monkeypatch.setenv("ENVIRONMENT", environment)
+    monkeypatch.setenv("API_KEYS", "a-real-secret-key")
+    if enabled is None:
+        monkeypatch.delenv("PLAYGROUND_ENABLED", raising=False)
+    else:
+        monkeypatch.setenv("PLAYGROUND_ENABLED", enabled)
+    assert load_settings().playground_on is on

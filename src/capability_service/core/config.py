@@ -143,6 +143,9 @@ class Settings(BaseSettings):
 
     plugins_config: Path = Path("config/plugins.yaml")
 
+    # The try-it page at /playground: unset means on in development and off in production.
+    playground_enabled: bool | None = None
+
     _split = field_validator("api_keys", "cors_origins", "source_allowed_hosts", mode="before")(_split_csv)
 
     @model_validator(mode="after")
@@ -160,6 +163,13 @@ class Settings(BaseSettings):
         if self.storage_backend == "s3" and not self.s3_bucket:
             raise ValueError("S3_BUCKET is required when STORAGE_BACKEND=s3")
         return self
+
+    @property
+    def playground_on(self) -> bool:
+        """Whether `/playground` is served: `PLAYGROUND_ENABLED` when set, else only in development."""
+        if self.playground_enabled is not None:
+            return self.playground_enabled
+        return self.environment is Environment.development
 
     @cached_property
     def plugin_settings(self) -> dict[str, dict[str, Any]]:
