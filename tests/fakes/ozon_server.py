@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import itertools
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -185,7 +186,7 @@ class OzonSellerFake(FakeModelServer):
         path = request.path.split("?", 1)[0]
         return self._methods()[path][1](request.parsed)
 
-    def _methods(self) -> dict[str, tuple[Any, Any]]:
+    def _methods(self) -> dict[str, tuple[Callable[[dict[str, Any]], str | None], Callable[[dict[str, Any]], Reply]]]:
         return {
             "/v3/product/info/list": (self._check_info, self._info),
             "/v3/product/list": (self._check_list, self._list),
