@@ -71,12 +71,15 @@ class ZipStreamWriter:
         return info
 
     def add(self, name: str, data: bytes, *, compress: bool = False) -> bytes:
+        """Write one member (pass a name from `unique` when it may repeat)."""
+        self._names.add(name)
         self._zip.writestr(self._info(name, compress), data)
         return self._sink.take()
 
     def add_stream(self, name: str, parts: Iterable[bytes], *, compress: bool = True) -> Iterator[bytes]:
         """A member whose size is not known in advance, written part by part (ZIP64 sizes are reserved
         for it, so any size fits); yields the archive bytes as they are produced."""
+        self._names.add(name)
         with self._zip.open(self._info(name, compress), mode="w", force_zip64=True) as member:
             for part in parts:
                 member.write(part)
