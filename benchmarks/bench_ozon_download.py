@@ -25,6 +25,7 @@ import tempfile
 import threading
 import time
 import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,7 +97,7 @@ class Run:
     peak_from_hwm: bool
 
 
-def stream_download(url: str, pid: int, selection: dict[str, object], out: Path) -> Run:
+def stream_download(url: str, pid: int, selection: Mapping[str, object], out: Path) -> Run:
     """`POST /api/v1/ozon/download` into `out`, timed, with the service's idle and peak RSS."""
     with httpx.Client(base_url=url, timeout=120) as client:
         # Warm up: the first request loads the routes; the idle figure is taken after it.

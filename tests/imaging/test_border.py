@@ -6,7 +6,7 @@ import pytest
 
 from capability_service.imaging.border import border_stats
 from capability_service.imaging.types import ImageError
-from tests.conftest import read_image
+from tests.support.data import read_image
 
 
 def test_cut_out_product_flattened_on_white_has_a_light_border() -> None:

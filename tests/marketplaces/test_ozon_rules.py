@@ -14,7 +14,7 @@ READY = PictureFacts(
 def with_(**changes: object) -> PictureFacts:
     values = {field: getattr(READY, field) for field in READY.__slots__}
     values.update(changes)
-    return PictureFacts(**values)  # type: ignore[arg-type]
+    return PictureFacts(**values)
 
 
 def test_a_marketplace_ready_main_picture_passes() -> None:

@@ -20,6 +20,7 @@ from capability_service.marketplaces.ozon_errors import (
     OzonRequestRejected,
 )
 from capability_service.plugins.base import InvalidConfig, OperationUnavailable, PluginDisabled
+from capability_service.plugins.ozon.publish import PublishRefused
 
 # How long a seller should wait after Ozon's circuit breaker opened ("Circle is open").
 CIRCLE_OPEN_RETRY_SECONDS = 300
@@ -99,6 +100,10 @@ def install_error_handlers(app: FastAPI) -> None:
         # The message names Ozon's answer, never a credential (the client scrubs them).
         log.info("ozon call failed (%s): %s", status, exc)
         return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers or None)
+
+    @app.exception_handler(PublishRefused)
+    async def publish_refused(request: Request, exc: PublishRefused) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=409)
 
     @app.exception_handler(JobStoreUnavailable)
     async def store_down(request: Request, exc: JobStoreUnavailable) -> JSONResponse:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyvips
 
-from capability_service.imaging.decode import open_image, probe
+from capability_service.imaging.decode import probe
 from capability_service.imaging.types import DEFAULT_MAX_PIXELS, ImageError
 
 # Side of the thumbnail measured, and the band along each side (as a share of the side).
@@ -41,10 +41,9 @@ def border_stats(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> BorderSta
     info = probe(data, max_pixels)
     width, height = info.upright_size
     try:
-        image = open_image(data, max_pixels)
-        scale = _THUMB / max(image.width, image.height)
-        small = image.resize(min(1.0, scale)) if scale < 1 else image
-        small = small.autorot() if info.orientation != 1 else small
+        # Checked above against the limits; `thumbnail` shrinks on load where the format allows it
+        # (JPEG, WebP) and applies the EXIF orientation.
+        small = pyvips.Image.thumbnail_buffer(data, _THUMB, height=_THUMB)
         if small.hasalpha():
             small = small.flatten(background=[255] * (small.bands - 1))
         if small.interpretation not in ("srgb", "b-w"):

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from capability_service.core.config import ConfigError, Settings
-from capability_service.main import build_services
 from capability_service.marketplaces.ozon_errors import OzonCredentialsMissing
 from capability_service.plugins.ozon.download import OzonDownloadPlugin, safe_name
+from capability_service.services import build_services
 
 
 def plugin_with(make_settings: Callable[..., Settings], tmp_path: Path, **values: Any) -> OzonDownloadPlugin:

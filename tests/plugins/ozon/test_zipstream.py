@@ -7,7 +7,7 @@ import json
 import zipfile
 
 from capability_service.plugins.ozon.zipstream import ZipStreamWriter
-from tests.conftest import read_image
+from tests.support.data import read_image
 
 
 def test_members_and_a_streamed_manifest_make_a_valid_archive() -> None:

@@ -14,7 +14,7 @@ import logging
 import re
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
@@ -29,6 +29,7 @@ from capability_service.marketplaces.ozon_types import (
     OzonCredentials,
     OzonProduct,
     ProductLookup,
+    item_key,
 )
 from capability_service.plugins.base import (
     BasePlugin,
@@ -39,6 +40,7 @@ from capability_service.plugins.base import (
     ProcessingMode,
 )
 from capability_service.plugins.ozon.manifest import DownloadManifest
+from capability_service.plugins.ozon.publish import OzonPublisher
 from capability_service.plugins.ozon.zipstream import ZipStreamWriter
 from capability_service.sources.errors import SourceError
 from capability_service.sources.fetch import SourceFetcher
@@ -59,6 +61,9 @@ class OzonDownloadOptions(PluginOptions):
     max_workers: int = Field(5, ge=1, le=64)
     timeout_sec: float = Field(20.0, gt=0, le=600)
     default_field: IdField = "offer_id"
+    # A real publish follows Ozon's import status this long, asking every `publish_poll_sec`.
+    publish_wait_sec: float = Field(120.0, ge=0, le=3600)
+    publish_poll_sec: float = Field(2.0, gt=0, le=60)
 
 
 class OzonSelection(BaseModel):
@@ -95,6 +100,25 @@ class DownloadSelection(OzonSelection):
         if self.all and self.ids is not None:
             raise ValueError("give either ids or all, not both")
         return self
+
+
+class OzonJobSource(BaseModel):
+    """A job's sources as an Ozon selection: the pictures of these products (main only, or all)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ids: list[str | int] = Field(min_length=1, max_length=MAX_SELECTION_IDS)
+    field: IdField | None = None
+    images: Literal["main", "all"] = "main"
+
+
+@dataclass(slots=True)
+class JobSources:
+    """A selection resolved for a job: picture URLs, each one's facts, and ids that gave no picture."""
+
+    urls: list[str]
+    facts: list[dict[str, Any]]
+    errors: list[dict[str, str]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +211,7 @@ class OzonDownloadPlugin(BasePlugin):
                 "max_workers": self.options.max_workers,
                 "timeout_sec": self.options.timeout_sec,
                 "default_field": self.options.default_field,
+                "publish_wait_sec": self.options.publish_wait_sec,
             },
             "api_base": self.client.base_url,
             "credentials_configured": self.credentials_configured,
@@ -203,6 +228,35 @@ class OzonDownloadPlugin(BasePlugin):
             ids = [str(value) for value in selection.ids]
             return await self.client.product_info(creds, ids, self.id_field(selection)), ""
         return await self.client.catalogue_page(creds, selection.last_id or "", selection.limit)
+
+    async def job_sources(self, creds: OzonCredentials, source: OzonJobSource) -> JobSources:
+        """The pictures a job over `source` processes, in selection order, with each one's product facts."""
+        id_field = source.field or self.options.default_field
+        lookup = await self.client.product_info(creds, [str(value) for value in source.ids], id_field)
+        resolved = JobSources(urls=[], facts=[], errors=[error.view() for error in lookup.errors])
+        for product in lookup.products:
+            pictures = product.images[:1] if source.images == "main" else product.images
+            if not pictures:
+                resolved.errors.append({"id": item_key(product, id_field), "error": "the product has no pictures"})
+            for position, url in enumerate(pictures, start=1):
+                resolved.urls.append(url)
+                resolved.facts.append(
+                    {
+                        "offer_id": product.offer_id,
+                        "product_id": product.product_id,
+                        "sku": product.sku,
+                        "position": position,
+                    }
+                )
+        return resolved
+
+    def publisher(self, creds: OzonCredentials) -> OzonPublisher:
+        return OzonPublisher(
+            self.client,
+            creds,
+            wait_seconds=self.options.publish_wait_sec,
+            poll_seconds=self.options.publish_poll_sec,
+        )
 
     # -- the ZIP download -----------------------------------------------------------------------
 
