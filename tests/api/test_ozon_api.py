@@ -68,7 +68,12 @@ async def test_health_shows_the_plugin_its_settings_and_whether_credentials_are_
     plugins = {plugin["name"]: plugin for plugin in response.json()["plugins"]}
     described = plugins["ozon-download"]
     assert described["enabled"] and described["healthy"]
-    assert described["settings"] == {"max_workers": 7, "timeout_sec": 9.0, "default_field": "sku"}
+    assert described["settings"] == {
+        "max_workers": 7,
+        "timeout_sec": 9.0,
+        "default_field": "sku",
+        "publish_wait_sec": 120.0,
+    }
     assert described["credentials_configured"] is True
     assert ozon.api_key not in response.text and ozon.client_id not in response.text
 

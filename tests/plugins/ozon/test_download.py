@@ -34,7 +34,12 @@ def test_defaults_are_those_of_the_plugin_config(make_settings: Callable[..., Se
 def test_the_shipped_plugin_config_gives_the_documented_defaults(make_settings: Callable[..., Settings]) -> None:
     services = build_services(make_settings(plugins_config=Path("config/plugins.yaml")))
     described = services.plugins.get("ozon-download").describe()
-    assert described["settings"] == {"max_workers": 5, "timeout_sec": 20.0, "default_field": "offer_id"}
+    assert described["settings"] == {
+        "max_workers": 5,
+        "timeout_sec": 20.0,
+        "default_field": "offer_id",
+        "publish_wait_sec": 120.0,
+    }
 
 
 @pytest.mark.parametrize(
