@@ -32,6 +32,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    # Accept bursts of new connections as a CDN does (socketserver's default backlog is 5).
+    request_queue_size = 128
     owner: FakeCdn
 
     def handle_error(self, request: object, client_address: object) -> None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Iterator
 
+import httpx
 import pytest
 from pydantic import SecretStr
 
@@ -266,16 +268,36 @@ async def test_import_failure_is_reported_per_product(
     assert status.errors == ("IMAGE_FAILED: the image could not be downloaded (images)",)
 
 
+class RecordingTransport(httpx.AsyncHTTPTransport):
+    """Notes when each request leaves the client (after the rate limiter let it go)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent: list[float] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.sent.append(time.monotonic())
+        return await super().handle_async_request(request)
+
+
 async def test_requests_per_client_id_are_limited(ozon: OzonSellerFake, creds: OzonCredentials) -> None:
-    # 20 requests per second with a burst of 20: however fast the machine, the first half second can
-    # hold at most 20 + 10 requests (a slow machine only lowers the count, so this cannot flake).
+    # 20 requests per second with a burst of 20: by time t after the first, at most 20 + 20 t requests
+    # can have left (a slow machine only lets them leave later), and 45 need at least 1.25 s.
     ozon.add_catalogue(1)
-    limited = OzonSellerClient(base_url=ozon.url, rate_per_second=20)
+    transport = RecordingTransport()
+    limited = OzonSellerClient(base_url=ozon.url, rate_per_second=20, transport=transport)
+    other = OzonCredentials(client_id="9999999", api_key=SecretStr("another-key"))
     try:
         await asyncio.gather(*(limited.list_page(creds, "", 1) for _ in range(45)))
+        sent = sorted(transport.sent)
+        # Another Client-Id has a bucket of its own: its first request does not wait behind these.
+        before = time.monotonic()
+        with pytest.raises(OzonAuthError):
+            await limited.list_page(other)
+        assert transport.sent[-1] - before < 0.5
     finally:
         await limited.close()
-    arrivals = sorted(request.received for request in ozon.calls("/v3/product/list"))
-    assert len(arrivals) == 45
-    first_half_second = [t for t in arrivals if t - arrivals[0] < 0.5]
-    assert len(first_half_second) <= 30
+    assert len(sent) == 45
+    first_half_second = [t for t in sent if t - sent[0] < 0.5]
+    assert len(first_half_second) <= 31
+    assert sent[-1] - sent[0] >= 1.2
