@@ -16,6 +16,9 @@ from tests.fakes.ozon_cdn import FakeCdn
 from tests.fakes.ozon_server import OzonSellerFake
 from tests.support.data import AUTH, read_image
 
+# Nothing here runs a job: one engine is enough.
+pytestmark = pytest.mark.engines("memory")
+
 JPEG = read_image("rocket.jpg")
 PNG = read_image("chelsea.png")
 

@@ -11,12 +11,11 @@ from typing import Any
 import httpx
 import pytest
 import pyvips
-from redis.asyncio import Redis
 
 from tests.api.helpers import wait_final
-from tests.conftest import AUTH, read_image
 from tests.fakes.ozon_cdn import FakeCdn
 from tests.fakes.ozon_server import OzonSellerFake
+from tests.support.data import AUTH, read_image
 
 PUBLIC = "https://img.shop.example"
 OPTIMIZE_JPG = {"format": "jpg", "quality": "standard", "maxSize": 1920}
@@ -56,18 +55,6 @@ def catalogue(ozon: OzonSellerFake, cdn: FakeCdn) -> dict[str, list[str]]:
     return {"SHIRT-1": shirt, "MUG-2": mug}
 
 
-@pytest.fixture(params=["memory", "redis"])
-async def backend(request: pytest.FixtureRequest) -> dict[str, Any]:
-    if request.param == "memory":
-        return {}
-    redis_url: str = request.getfixturevalue("redis_url")
-    url = redis_url.rsplit("/", 1)[0] + "/3"
-    client = Redis.from_url(url)
-    await client.flushdb()
-    await client.aclose()
-    return {"job_backend": "redis", "redis_url": url, "serve_local_workers": 2}
-
-
 @pytest.fixture
 def service(make_client: Callable[..., Any], ozon: OzonSellerFake) -> Callable[..., Any]:
     async def factory(**overrides: Any) -> httpx.AsyncClient:
@@ -97,9 +84,9 @@ async def submit_ozon(
 
 
 async def test_a_job_from_a_selection_carries_each_pictures_product(
-    service: Callable[..., Any], backend: dict[str, Any], catalogue: dict[str, list[str]]
+    service: Callable[..., Any], catalogue: dict[str, list[str]]
 ) -> None:
-    client = await service(**backend)
+    client = await service()
     response = await submit_ozon(client, "oz-1", ["SHIRT-1", "GONE", "BARE", "MUG-2"])
     assert response.status_code == 202, response.text
     data = response.json()["data"]
@@ -127,6 +114,7 @@ async def test_a_job_from_a_selection_carries_each_pictures_product(
     assert checks[1]["ok"] and checks[1]["advice"]
 
 
+@pytest.mark.engines("memory")
 async def test_main_only_takes_the_first_picture_of_each_product(
     service: Callable[..., Any], catalogue: dict[str, list[str]]
 ) -> None:
@@ -137,6 +125,7 @@ async def test_main_only_takes_the_first_picture_of_each_product(
     assert result["source_image_urls"] == [catalogue["SHIRT-1"][0], catalogue["MUG-2"][0]]
 
 
+@pytest.mark.engines("memory")
 @pytest.mark.parametrize(
     ("payload", "field"),
     [
@@ -158,6 +147,7 @@ async def test_bad_ozon_sources_are_400(
     assert field in response.json()["detail"]
 
 
+@pytest.mark.engines("memory")
 async def test_too_many_pictures_name_the_selection(
     service: Callable[..., Any], catalogue: dict[str, list[str]]
 ) -> None:
@@ -167,6 +157,7 @@ async def test_too_many_pictures_name_the_selection(
     assert response.json()["detail"].startswith("source.ozon: 3 images is more than the limit of 2")
 
 
+@pytest.mark.engines("memory")
 async def test_a_wrong_ozon_key_on_submit_is_401(service: Callable[..., Any], catalogue: dict[str, list[str]]) -> None:
     client = await service(ozon_api_key="wrong-key-1")
     response = await submit_ozon(client, "oz-401", ["SHIRT-1"])
@@ -201,6 +192,7 @@ async def test_publish_dry_run_replaces_exactly_the_processed_pictures(
     assert forced.json()["products"][1]["images_after"] == [results[3]]
 
 
+@pytest.mark.engines("memory")
 async def test_pictures_keep_their_place_when_only_some_were_processed(
     service: Callable[..., Any], ozon: OzonSellerFake, catalogue: dict[str, list[str]]
 ) -> None:
@@ -218,14 +210,13 @@ async def test_pictures_keep_their_place_when_only_some_were_processed(
 
 async def test_real_publish_imports_and_follows_the_status(
     service: Callable[..., Any],
-    backend: dict[str, Any],
     ozon: OzonSellerFake,
     catalogue: dict[str, list[str]],
     tmp_path: Any,
 ) -> None:
     plugins = tmp_path / "plugins.yaml"
     plugins.write_text("plugins: {ozon-download: {publish_poll_sec: 0.05, publish_wait_sec: 10}}")
-    client = await service(plugins_config=plugins, **backend)
+    client = await service(plugins_config=plugins)
     ozon.pending_polls = 2
     await submit_ozon(client, "oz-real", ["SHIRT-1", "MUG-2"])
     result = await wait_final(client, "oz-real")
@@ -251,6 +242,7 @@ async def test_real_publish_imports_and_follows_the_status(
     assert status.json()["products"][0]["status"] == "imported"
 
 
+@pytest.mark.engines("memory")
 async def test_a_refused_import_is_reported_per_product(
     service: Callable[..., Any], ozon: OzonSellerFake, catalogue: dict[str, list[str]], tmp_path: Any
 ) -> None:
@@ -265,6 +257,7 @@ async def test_a_refused_import_is_reported_per_product(
     assert body["products"][0]["errors"] == ["IMAGE_FAILED: image is smaller than 200x200 (images)"]
 
 
+@pytest.mark.engines("memory")
 async def test_publish_refuses_results_ozon_cannot_reach(
     service: Callable[..., Any], ozon: OzonSellerFake, catalogue: dict[str, list[str]]
 ) -> None:
@@ -279,6 +272,7 @@ async def test_publish_refuses_results_ozon_cannot_reach(
     assert ozon.calls("/v2/product/pictures/import") == []
 
 
+@pytest.mark.engines("memory")
 async def test_publish_needs_a_finished_ozon_job(
     service: Callable[..., Any], ozon: OzonSellerFake, cdn: FakeCdn
 ) -> None:

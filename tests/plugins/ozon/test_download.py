@@ -48,12 +48,14 @@ def test_the_shipped_plugin_config_gives_the_documented_defaults(make_settings: 
         ({"max_workers": 0}, "max_workers"),
         ({"default_field": "barcode"}, "default_field"),
         ({"timeout_sec": -1}, "timeout_sec"),
+        # A misspelt setting is refused, not silently ignored.
+        ({"max_worker": 3}, "max_worker: Extra inputs"),
     ],
 )
 def test_bad_plugin_settings_stop_the_start_with_a_clear_message(
     make_settings: Callable[..., Settings], tmp_path: Path, options: dict[str, Any], words: str
 ) -> None:
-    with pytest.raises(ConfigError, match=f"ozon-download: {words}"):
+    with pytest.raises(ConfigError, match=f"plugin 'ozon-download': {words}"):
         plugin_with(make_settings, tmp_path, options=options)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 from pydantic import SecretStr
@@ -53,10 +54,12 @@ def test_presigned_urls_must_outlive_ozons_fetch() -> None:
     assert reachability_problem(urls, url_lifetime=None) is None
 
 
-def picture(position: int, source: str, result: str | None, **extra: object) -> ProcessedPicture:
+def picture(
+    position: int, source: str, result: str | None, *, error: str | None = None, check: dict[str, Any] | None = None
+) -> ProcessedPicture:
     return ProcessedPicture(
-        product_id=1, offer_id="A", position=position, source_url=source, result_url=result, **extra
-    )  # type: ignore[arg-type]
+        product_id=1, offer_id="A", position=position, source_url=source, result_url=result, error=error, check=check
+    )
 
 
 def test_plan_replaces_in_place_and_says_why_others_are_kept() -> None:
