@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.api.helpers import data_uri, wait_final
 from tests.fakes.ozon_cdn import FakeCdn
 from tests.fakes.ozon_server import OzonSellerFake
 from tests.support.data import AUTH, read_image
@@ -67,7 +68,16 @@ async def test_health_shows_the_plugin_its_settings_and_whether_credentials_are_
     ozon_client: Callable[..., Any], ozon: OzonSellerFake
 ) -> None:
     client = await ozon_client(plugin={"max_workers": 7, "timeout_sec": 9, "default_field": "sku"})
-    response = await client.get("/api/v1/health")
+    public = {p["name"]: p for p in (await client.get("/api/v1/health")).json()["plugins"]}
+    # Without a key the plugin is listed, its settings are not.
+    assert public["ozon-download"] == {
+        "name": "ozon-download",
+        "display_name": "Ozon catalogue",
+        "category": "marketplace",
+        "enabled": True,
+        "healthy": True,
+    }
+    response = await client.get("/api/v1/health", headers=AUTH)
     plugins = {plugin["name"]: plugin for plugin in response.json()["plugins"]}
     described = plugins["ozon-download"]
     assert described["enabled"] and described["healthy"]
@@ -81,7 +91,9 @@ async def test_health_shows_the_plugin_its_settings_and_whether_credentials_are_
     assert ozon.api_key not in response.text and ozon.client_id not in response.text
 
     bare = await ozon_client(configured=False)
-    described = {p["name"]: p for p in (await bare.get("/api/v1/health")).json()["plugins"]}["ozon-download"]
+    described = {p["name"]: p for p in (await bare.get("/api/v1/health", headers=AUTH)).json()["plugins"]}[
+        "ozon-download"
+    ]
     assert described["credentials_configured"] is False
     assert "X-Ozon-Api-Key" in described["detail"]
 
@@ -294,3 +306,26 @@ async def test_source_policy_applies_to_ozon_pictures(
     errors = {entry["position"]: entry["error"] for entry in manifest["images"]}
     assert "private address" in errors[1] or "loopback" in errors[1]
     assert errors[2] == "the picture URL is not an http(s) link"
+
+
+async def test_download_reads_this_services_results_only_for_their_own_tenant(
+    ozon_client: Callable[..., Any], ozon: OzonSellerFake
+) -> None:
+    keys = ["shop-a:shop-a-key-0123456789", "shop-b:shop-b-key-0123456789"]
+    shop_a, shop_b = {"X-API-Key": "shop-a-key-0123456789"}, {"X-API-Key": "shop-b-key-0123456789"}
+    client = await ozon_client(api_keys=keys)
+    job = {
+        "job_id": "mine",
+        "type": "batch_optimization",
+        "config": {"format": "jpg", "maxSize": 128},
+        "source_image_urls": [data_uri("rocket.jpg")],
+    }
+    assert (await client.post("/api/v1/ai/job", json=job, headers=shop_a)).status_code == 202
+    url = (await wait_final(client, "mine", headers=shop_a))["result_image_urls"][0]
+    # A product whose picture link is one of shop A's results.
+    ozon.add_product(1, "A", images=[url])
+    files, _ = unzip((await client.post("/api/v1/ozon/download", json={"ids": ["A"]}, headers=shop_a)).content)
+    assert list(files) == ["A/01.jpg"]
+    files, manifest = unzip((await client.post("/api/v1/ozon/download", json={"ids": ["A"]}, headers=shop_b)).content)
+    assert files == {}
+    assert "belongs to another user" in manifest["images"][0]["error"]

@@ -21,6 +21,7 @@ from capability_service.plugins.base import PluginDisabled
 from capability_service.plugins.ozon.download import DownloadSelection, OzonDownloadPlugin, OzonSelection
 from capability_service.plugins.ozon.publish import ProcessedPicture, PublishRefused, reachability_problem
 from capability_service.services import Services
+from capability_service.storage.keys import owner_prefix
 
 router = APIRouter(prefix="/ozon", tags=["ozon catalogue"], dependencies=[ApiKeyDep])
 
@@ -73,10 +74,16 @@ async def list_products(selection: OzonSelection, plugin: OzonPluginDep, creds: 
 
 
 @router.post("/download", response_class=StreamingResponse)
-async def download(selection: DownloadSelection, plugin: OzonPluginDep, creds: OzonCredentialsDep) -> StreamingResponse:
+async def download(
+    selection: DownloadSelection,
+    plugin: OzonPluginDep,
+    creds: OzonCredentialsDep,
+    tenant: TenantDep,
+    user_id: UserIdDep,
+) -> StreamingResponse:
     """The selected products' pictures as one ZIP (`{offer_id}/{position:02}.{ext}`, position 01 is the
     main picture, plus `manifest.json`), streamed while the pictures download."""
-    archive = await plugin.open_download(creds, selection)
+    archive = await plugin.open_download(creds, selection, owner=owner_prefix(tenant, user_id))
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     headers = {
         "Content-Disposition": f'attachment; filename="ozon-pictures-{stamp}.zip"',

@@ -260,22 +260,26 @@ class OzonDownloadPlugin(BasePlugin):
 
     # -- the ZIP download -----------------------------------------------------------------------
 
-    async def open_download(self, creds: OzonCredentials, selection: DownloadSelection) -> CatalogueDownload:
+    async def open_download(
+        self, creds: OzonCredentials, selection: DownloadSelection, *, owner: str
+    ) -> CatalogueDownload:
         """Resolve the first part of the selection now (so bad credentials fail before anything is sent),
-        and return the archive to stream."""
+        and return the archive to stream. `owner` scopes reads of this service's own results, as for jobs."""
         parts = _PartIterator(self, creds, selection)
         first = await parts.first()
-        return CatalogueDownload(self, selection, first, parts)
+        return CatalogueDownload(self, selection, first, parts, owner)
 
-    async def fetch_picture(self, picture: Picture) -> _Fetched:
-        """One picture from the CDN, within `timeout_sec`; any failure is this picture's error."""
+    async def fetch_picture(self, picture: Picture, owner: str) -> _Fetched:
+        """One picture from the CDN, within `timeout_sec`; any failure is this picture's error.
+
+        A picture URL that is one of this service's results is read only when it is `owner`'s."""
         url = picture.url
         if not url.lower().startswith(("https://", "http://")):
             return _Fetched(picture, None, "the picture URL is not an http(s) link")
         timeout = self.options.timeout_sec
         try:
             async with asyncio.timeout(timeout):
-                fetched = await self.fetcher.fetch(url)
+                fetched = await self.fetcher.fetch(url, owner=owner)
         except TimeoutError:
             return _Fetched(picture, None, f"the download took longer than {timeout:g} s")
         except SourceError as exc:
@@ -328,9 +332,15 @@ class CatalogueDownload:
     """
 
     def __init__(
-        self, plugin: OzonDownloadPlugin, selection: DownloadSelection, first: ProductLookup, parts: _PartIterator
+        self,
+        plugin: OzonDownloadPlugin,
+        selection: DownloadSelection,
+        first: ProductLookup,
+        parts: _PartIterator,
+        owner: str,
     ) -> None:
         self._plugin = plugin
+        self._owner = owner
         self._first: ProductLookup | None = first
         self._parts = parts
         self.manifest = DownloadManifest(selection.description(plugin.options.default_field))
@@ -364,7 +374,7 @@ class CatalogueDownload:
 
     async def _work(self, pictures: asyncio.Queue[Picture | None], results: asyncio.Queue[_Fetched | None]) -> None:
         while (picture := await pictures.get()) is not None:
-            await results.put(await self._plugin.fetch_picture(picture))
+            await results.put(await self._plugin.fetch_picture(picture, self._owner))
 
     async def _produce(self, results: asyncio.Queue[_Fetched | None]) -> None:
         workers = self._plugin.options.max_workers
