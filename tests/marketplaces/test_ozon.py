@@ -288,16 +288,21 @@ async def test_requests_per_client_id_are_limited(ozon: OzonSellerFake, creds: O
     limited = OzonSellerClient(base_url=ozon.url, rate_per_second=20, transport=transport)
     other = OzonCredentials(client_id="9999999", api_key=SecretStr("another-key"))
     try:
-        await asyncio.gather(*(limited.list_page(creds, "", 1) for _ in range(45)))
-        sent = sorted(transport.sent)
-        # Another Client-Id has a bucket of its own: its first request does not wait behind these.
-        before = time.monotonic()
+        queued = [asyncio.ensure_future(limited.list_page(creds, "", 1)) for _ in range(45)]
+        # Wait until the first bucket's burst has left and 25 requests queue behind it...
+        async with asyncio.timeout(10):
+            while len(transport.sent) < 20:
+                await asyncio.sleep(0.005)
+        # ...then another Client-Id, whose bucket is its own: its request does not queue behind them.
         with pytest.raises(OzonAuthError):
             await limited.list_page(other)
-        assert transport.sent[-1] - before < 0.5
+        other_sent = transport.sent[-1]
+        await asyncio.gather(*queued)
     finally:
         await limited.close()
+    sent = sorted(t for t in transport.sent if t != other_sent)
     assert len(sent) == 45
+    assert other_sent < sent[25]
     first_half_second = [t for t in sent if t - sent[0] < 0.5]
     assert len(first_half_second) <= 31
     assert sent[-1] - sent[0] >= 1.2
