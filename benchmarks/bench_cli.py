@@ -36,8 +36,13 @@ import httpx
 if not __package__:  # run as a script: its own folder is on sys.path, the repository root is not
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from tests.support.processes import process_env
+
 from benchmarks._corpus import serve_directory, write_corpus
-from benchmarks._service import AUTH, CLI, cpu_seconds, run_job, running_service, service_env
+from benchmarks._proc import cpu_seconds
+from benchmarks._service import AUTH, run_job, running_service
+
+CLI = [sys.executable, "-m", "capability_service.cli"]
 
 # One config per operation, as the job API and the command line spell it.
 OPERATIONS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -69,7 +74,7 @@ def run_cli(workdir: Path, op: str, corpus: Path, out: Path, timeout: float) -> 
     command = [*CLI, "process", op, str(corpus), "--out", str(out), "--json", *options]
     started = time.perf_counter()
     finished = subprocess.run(
-        command, env=service_env(workdir), cwd=workdir, capture_output=True, timeout=timeout, check=False
+        command, env=process_env(workdir), cwd=workdir, capture_output=True, timeout=timeout, check=False
     )
     wall = time.perf_counter() - started
     if finished.returncode != 0:
@@ -102,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cpus: {os.cpu_count()}; load average before: {os.getloadavg()[0]:.2f}")
         results: dict[str, dict[str, list[dict[str, float]]]] = {}
         with (
-            running_service(workdir, own_session=True) as service,
+            running_service(workdir) as service,
             serve_directory(corpus) as images,
             httpx.Client(base_url=service.url, headers=AUTH, timeout=60) as client,
         ):

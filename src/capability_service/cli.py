@@ -46,7 +46,12 @@ def _worker(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"capability-service: {exc}", file=sys.stderr)
         return 2
-    return run_worker(settings, args.concurrency)
+    try:
+        return run_worker(settings, args.concurrency)
+    except ConfigError as exc:
+        # Plugin settings are checked when the worker builds its services.
+        print(f"capability-service: {exc}", file=sys.stderr)
+        return 2
 
 
 def _process(args: argparse.Namespace) -> int:

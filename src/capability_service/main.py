@@ -13,12 +13,15 @@ from capability_service import __version__
 from capability_service.api.auth import ApiKeyGate
 from capability_service.api.errors import install_error_handlers
 from capability_service.api.limits import BodySizeLimit
-from capability_service.api.v1 import ai, files, health, image, job_types, results_zip
+from capability_service.api.v1 import ai, files, health, image, job_types, ozon, results_zip
 from capability_service.core.allocator import tune_allocator
 from capability_service.core.config import Environment, Settings, load_settings
 from capability_service.core.logging import configure_logging
 from capability_service.playground import router as playground_router
 from capability_service.services import build_services
+
+# Largest body of the Ozon catalogue routes: 10,000 ids fit many times over.
+OZON_REQUEST_BYTES = 2 * 1024 * 1024
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -54,6 +57,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         limits={
             "/api/v1/image/compress": settings.max_upload_bytes,
             "/api/v1/ai/job": settings.max_job_request_bytes,
+            "/api/v1/ozon/products": OZON_REQUEST_BYTES,
+            "/api/v1/ozon/download": OZON_REQUEST_BYTES,
         },
     )
     app.add_middleware(
@@ -63,8 +68,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         CORSMiddleware,
         allow_origins=settings.cors_origins,
         allow_methods=["GET", "POST", "OPTIONS"],
-        allow_headers=["X-API-Key", "X-User-Id", "Content-Type"],
-        expose_headers=["Retry-After", *image.COMPRESS_HEADERS],
+        allow_headers=["X-API-Key", "X-User-Id", "Content-Type", "X-Ozon-Client-Id", "X-Ozon-Api-Key"],
+        expose_headers=["Retry-After", *image.COMPRESS_HEADERS, *ozon.DOWNLOAD_HEADERS],
     )
     install_error_handlers(app)
     app.include_router(health.router, prefix="/api/v1")
@@ -72,6 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(image.router, prefix="/api/v1")
     app.include_router(job_types.router, prefix="/api/v1")
     app.include_router(results_zip.router, prefix="/api/v1")
+    app.include_router(ozon.router, prefix="/api/v1")
     if settings.storage_backend == "local":
         app.include_router(files.router)
     if settings.playground_on:

@@ -20,6 +20,7 @@ from capability_service.jobs.runner import LocalJobRunner
 from capability_service.jobs.service import Dispatcher, JobService
 from capability_service.jobs.store import JobStore
 from capability_service.jobs.task import ImageTasks
+from capability_service.marketplaces.ozon import OzonSellerClient
 from capability_service.plugins.manager import PluginRegistry, default_registry
 from capability_service.providers.base import ImageEditProvider
 from capability_service.providers.factory import create_provider
@@ -44,6 +45,7 @@ class Services:
     store: JobStore
     dispatcher: Dispatcher
     jobs: JobService
+    ozon: OzonSellerClient
 
     async def start(self) -> None:
         await self.dispatcher.start()
@@ -57,6 +59,7 @@ class Services:
         steps: list[tuple[str, Callable[[], Awaitable[None]]]] = [
             ("job engine", self.dispatcher.shutdown),
             ("source fetcher", self.fetcher.close),
+            ("Ozon client", self.ozon.close),
             ("job store", self.store.close),
             ("storage", self.storage.close),
             ("image workers", self.cpu.close),
@@ -75,7 +78,8 @@ def build_services(settings: Settings) -> Services:
     storage = create_storage(settings)
     fetcher = SourceFetcher.from_settings(settings, storage=storage)
     provider = create_provider(settings)
-    plugins = default_registry(settings, provider)
+    ozon_client = OzonSellerClient(base_url=settings.ozon_api_base)
+    plugins = default_registry(settings, provider, fetcher=fetcher, ozon=ozon_client)
     cpu = CpuExecutor(settings.cpu_executor, settings.cpu_workers, nice=settings.cpu_nice)
     pipeline = ImagePipeline(fetcher=fetcher, storage=storage, cpu=cpu, image_timeout=settings.image_timeout_seconds)
     store: JobStore
@@ -115,4 +119,5 @@ def build_services(settings: Settings) -> Services:
         store=store,
         dispatcher=dispatcher,
         jobs=jobs,
+        ozon=ozon_client,
     )

@@ -110,6 +110,9 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    # socketserver's default backlog of 5 refuses bursts of new connections (a client's first
+    # requests all at once); real APIs accept them.
+    request_queue_size = 128
     owner: FakeModelServer
 
 

@@ -11,7 +11,36 @@ from fastapi.responses import JSONResponse
 
 from capability_service.jobs.errors import InvalidSubmission, JobConflict, JobNotFound, Unavailable
 from capability_service.jobs.store import JobStoreUnavailable
+from capability_service.marketplaces.ozon_errors import (
+    OzonAuthError,
+    OzonCircleOpen,
+    OzonCredentialsMissing,
+    OzonError,
+    OzonRateLimited,
+    OzonRequestRejected,
+)
 from capability_service.plugins.base import InvalidConfig, OperationUnavailable, PluginDisabled
+from capability_service.plugins.ozon.publish import PublishRefused
+
+# How long a seller should wait after Ozon's circuit breaker opened ("Circle is open").
+CIRCLE_OPEN_RETRY_SECONDS = 300
+
+
+def ozon_error_status(exc: OzonError) -> tuple[int, dict[str, str]]:
+    """Our HTTP status (and headers) for a failed Seller API call."""
+    if isinstance(exc, OzonCredentialsMissing):
+        return 400, {}
+    if isinstance(exc, OzonAuthError):
+        # A wrong Api-Key is a failed authentication; a wrong Client-Id is a malformed account reference.
+        return (401, {}) if exc.which == "api_key" else (400, {})
+    if isinstance(exc, OzonRateLimited):
+        return 429, {"Retry-After": str(max(1, round(exc.retry_after)))}
+    if isinstance(exc, OzonCircleOpen):
+        return 503, {"Retry-After": str(CIRCLE_OPEN_RETRY_SECONDS)}
+    if isinstance(exc, OzonRequestRejected):
+        return 400, {}
+    return 502, {"Retry-After": "5"}
+
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +93,17 @@ def install_error_handlers(app: FastAPI) -> None:
     async def unavailable(request: Request, exc: Unavailable) -> JSONResponse:
         headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
         return JSONResponse({"detail": str(exc)}, status_code=503, headers=headers)
+
+    @app.exception_handler(OzonError)
+    async def ozon_failed(request: Request, exc: OzonError) -> JSONResponse:
+        status, headers = ozon_error_status(exc)
+        # The message names Ozon's answer, never a credential (the client scrubs them).
+        log.info("ozon call failed (%s): %s", status, exc)
+        return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers or None)
+
+    @app.exception_handler(PublishRefused)
+    async def publish_refused(request: Request, exc: PublishRefused) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=409)
 
     @app.exception_handler(JobStoreUnavailable)
     async def store_down(request: Request, exc: JobStoreUnavailable) -> JSONResponse:

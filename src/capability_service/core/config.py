@@ -141,12 +141,35 @@ class Settings(BaseSettings):
     cpu_nice: int = Field(10, ge=0, le=19)
     cpu_workers: int = Field(default_factory=lambda: os.cpu_count() or 2, ge=1, le=256)
 
+    # Ozon Seller API (the `ozon-download` plugin). Credentials sent per request in X-Ozon-Client-Id /
+    # X-Ozon-Api-Key take precedence; an empty value means unset.
+    ozon_api_base: str = "https://api-seller.ozon.ru"
+    ozon_client_id: str | None = None
+    ozon_api_key: SecretStr | None = None
+
     plugins_config: Path = Path("config/plugins.yaml")
 
     # The try-it page at /playground: unset means on in development and off in production.
     playground_enabled: bool | None = None
 
     _split = field_validator("api_keys", "cors_origins", "source_allowed_hosts", mode="before")(_split_csv)
+
+    @field_validator("ozon_client_id", "ozon_api_key", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        # `OZON_API_KEY=` in a .env file (or a `${VAR:-}` left empty) means "not configured".
+        if isinstance(value, str) and not value.strip():
+            return None
+        if isinstance(value, SecretStr) and not value.get_secret_value().strip():
+            return None
+        return value.strip() if isinstance(value, str) else value
+
+    @field_validator("ozon_api_base", mode="before")
+    @classmethod
+    def _default_base_when_empty(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return "https://api-seller.ozon.ru"
+        return value
 
     @model_validator(mode="after")
     def _refuse_default_keys_in_production(self) -> Settings:

@@ -103,6 +103,10 @@ class Job(BaseModel):
     def key(self) -> str:
         return job_key(self.tenant, self.job_id)
 
+    def facts_of(self, index: int) -> dict[str, Any]:
+        """What is known about image `index`'s source besides its URL (empty for plain URL jobs)."""
+        return self.source_facts[index] if index < len(self.source_facts) else {}
+
     @property
     def source_bytes(self) -> int:
         """What the job's sources weigh while it is live (data: URIs are kept whole until it ends)."""

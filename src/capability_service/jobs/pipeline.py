@@ -13,6 +13,7 @@ from pydantic import BaseModel
 
 from capability_service.imaging.types import ImageError
 from capability_service.jobs.cpu import CpuExecutor
+from capability_service.jobs.marketplace import marketplace_checks
 from capability_service.jobs.models import ImageOutcome, ImageStatus, Job
 from capability_service.plugins.base import BasePlugin, ProcessContext
 from capability_service.providers.base import ProviderError
@@ -39,7 +40,18 @@ class ImagePipeline:
         self.image_timeout = image_timeout
 
     async def run(self, job: Job, index: int, plugin: BasePlugin, config: BaseModel) -> ImageOutcome:
-        """Process one image; every expected failure becomes this image's error, never an exception."""
+        """Process one image; every expected failure becomes this image's error, never an exception.
+
+        The image's source facts (an Ozon selection's offer_id, product_id, position) go into its
+        metadata whatever the outcome, so a failed picture is still traceable to its product.
+        """
+        outcome = await self._run(job, index, plugin, config)
+        facts = job.facts_of(index)
+        if facts:
+            outcome.metadata = {**outcome.metadata, **facts}
+        return outcome
+
+    async def _run(self, job: Job, index: int, plugin: BasePlugin, config: BaseModel) -> ImageOutcome:
         started = time.perf_counter()
         try:
             async with asyncio.timeout(self.image_timeout):
@@ -52,6 +64,7 @@ class ImagePipeline:
                 source = await self.fetcher.fetch(job.source_image_urls[index], owner=owner)
                 ctx = ProcessContext(run_cpu=self.cpu.for_tenant(job.tenant), read_source=read_source)
                 result = await plugin.process(job.type, config, source.data, ctx)
+                marketplace = await marketplace_checks(result, job.facts_of(index), self.cpu.run)
                 key = result_key(job.tenant, job.user_id, job.job_id, index, result.format)
                 stored = await self.storage.put(key, result.data, result.content_type)
         except TimeoutError:
@@ -76,7 +89,6 @@ class ImagePipeline:
             result_url=stored.url,
             result_key=stored.key,
             metadata={
-                **(job.source_facts[index] if index < len(job.source_facts) else {}),
                 **result.metadata,
                 "format": result.format,
                 "width": result.width,
@@ -86,6 +98,7 @@ class ImagePipeline:
                 # Where the bytes came from: the final URL after redirects, a storage key, "data: URI".
                 "source": source.origin,
                 "total_ms": round((time.perf_counter() - started) * 1000, 1),
+                "marketplace": marketplace,
             },
         )
 

@@ -66,17 +66,21 @@ class JobService:
         config: dict[str, Any],
         sources: list[str],
         source_facts: list[dict[str, Any]] | None = None,
+        sources_field: str = "source_image_urls",
     ) -> Job:
-        """Validate a submission into a new job (nothing stored yet); raises `InvalidSubmission`/`Unavailable`."""
+        """Validate a submission into a new job (nothing stored yet); raises `InvalidSubmission`/`Unavailable`.
+
+        `sources_field` is how errors about the sources name them (`source.ozon` for a catalogue selection).
+        """
         plugin = self.plugins.for_job_type(job_type)
         if plugin is None:
             known = ", ".join(self.plugins.job_types())
             raise InvalidSubmission("type", f"unknown job type {job_type!r}; expected one of: {known}")
         if not sources:
-            raise InvalidSubmission("source_image_urls", "at least one source image is required")
+            raise InvalidSubmission(sources_field, "at least one source image is required")
         if len(sources) > self.max_images:
             raise InvalidSubmission(
-                "source_image_urls",
+                sources_field,
                 f"{len(sources)} images is more than the limit of {self.max_images} per job",
             )
         try:

@@ -6,7 +6,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, ClassVar, ParamSpec, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, ParamSpec, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic.alias_generators import to_camel
@@ -14,6 +14,10 @@ from pydantic.alias_generators import to_camel
 from capability_service.core.config import Settings
 from capability_service.imaging.types import EncodedImage
 from capability_service.providers.base import ImageEditProvider
+
+if TYPE_CHECKING:
+    from capability_service.marketplaces.ozon import OzonSellerClient
+    from capability_service.sources.fetch import SourceFetcher
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -76,6 +80,9 @@ class PluginDeps:
     settings: Settings
     provider: ImageEditProvider | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    # For plugins that read from outside: the guarded source fetcher and the Ozon Seller API client.
+    fetcher: SourceFetcher | None = None
+    ozon: OzonSellerClient | None = None
 
 
 class PluginDisabled(Exception):

@@ -7,8 +7,10 @@ from collections.abc import Iterator
 from pydantic import ValidationError
 
 from capability_service.core.config import ConfigError, Settings
+from capability_service.marketplaces.ozon import OzonSellerClient
 from capability_service.plugins.base import BasePlugin, PluginDeps, ProcessingMode
 from capability_service.providers.base import ImageEditProvider
+from capability_service.sources.fetch import SourceFetcher
 
 
 class PluginRegistry:
@@ -45,16 +47,30 @@ class PluginRegistry:
         return iter(self._plugins.values())
 
 
-def default_registry(settings: Settings, provider: ImageEditProvider | None) -> PluginRegistry:
-    """Register every built-in plugin with shared deps and its own options from the plugin YAML."""
+def default_registry(
+    settings: Settings,
+    provider: ImageEditProvider | None,
+    *,
+    fetcher: SourceFetcher | None = None,
+    ozon: OzonSellerClient | None = None,
+) -> PluginRegistry:
+    """Register every built-in plugin with shared deps and its own options from the plugin YAML.
+
+    The `ozon-download` plugin is registered when a source fetcher and an Ozon client are given.
+    """
     from capability_service.plugins.ai_playground.plugin import AiPlaygroundPlugin
     from capability_service.plugins.image_compress import ImageCompressPlugin
+    from capability_service.plugins.ozon.download import OzonDownloadPlugin
 
+    classes: list[type[BasePlugin]] = [AiPlaygroundPlugin, ImageCompressPlugin]
+    if fetcher is not None and ozon is not None:
+        classes.append(OzonDownloadPlugin)
     registry = PluginRegistry()
-    for cls in (AiPlaygroundPlugin, ImageCompressPlugin):
+    for cls in classes:
         options = settings.plugin_settings.get(cls.name, {})
+        deps = PluginDeps(settings=settings, provider=provider, options=options, fetcher=fetcher, ozon=ozon)
         try:
-            plugin = cls(PluginDeps(settings=settings, provider=provider, options=options))
+            plugin = cls(deps)
         except ValidationError as exc:
             problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
             raise ConfigError(f"PLUGINS_CONFIG {settings.plugins_config}, plugin {cls.name!r}: {problems}") from None

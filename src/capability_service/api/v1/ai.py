@@ -10,16 +10,18 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Annotated, Any
 
 import anyio
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Header, Path
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from capability_service.api.deps import ApiKeyDep, ServicesDep, TenantDep, UserIdDep
 from capability_service.api.errors import STORE_DOWN
+from capability_service.api.v1.ozon import resolve_ozon_plugin
 from capability_service.jobs.errors import InvalidSubmission, JobNotFound
 from capability_service.jobs.models import Job, job_key
 from capability_service.jobs.store import JobStoreUnavailable
+from capability_service.plugins.ozon.download import OzonJobSource
 from capability_service.services import Services
 
 log = logging.getLogger(__name__)
@@ -32,8 +34,16 @@ JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 JobIdPath = Annotated[str, Path(pattern=JOB_ID_PATTERN, description="the job id")]
 
 
+class JobSource(BaseModel):
+    """Where a job's images come from when they are not listed as URLs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ozon: OzonJobSource
+
+
 class JobSubmission(BaseModel):
-    """A job as the front end submits it."""
+    """A job as the front end submits it: `source_image_urls`, or `source.ozon` (a catalogue selection)."""
 
     model_config = ConfigDict(extra="ignore")
 
@@ -41,14 +51,23 @@ class JobSubmission(BaseModel):
     user_id: str | None = Field(None, min_length=1, max_length=128)
     type: str = Field(min_length=1, max_length=64)
     config: dict[str, Any] = Field(default_factory=dict)
-    source_image_urls: list[Annotated[str, Field(min_length=1)]]
+    source_image_urls: list[Annotated[str, Field(min_length=1)]] | None = None
+    source: JobSource | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> JobSubmission:
+        if self.source_image_urls is None and self.source is None:
+            raise ValueError("give source_image_urls (a list of image URLs) or source.ozon (an Ozon selection)")
+        if self.source_image_urls is not None and self.source is not None:
+            raise ValueError("give either source_image_urls or source.ozon, not both")
+        return self
 
     @model_validator(mode="after")
     def _text_is_valid_unicode(self) -> JobSubmission:
         # JSON can carry lone surrogate escapes ("\ud800") that no encoder accepts later: refuse them here
         # rather than fail when the job is stored, echoed or sent to a remote model.
         texts = [self.job_id or "", self.user_id or "", self.type, json.dumps(self.config, ensure_ascii=False)]
-        for text in texts + self.source_image_urls:
+        for text in texts + (self.source_image_urls or []):
             try:
                 text.encode("utf-8")
             except UnicodeEncodeError:
@@ -58,21 +77,43 @@ class JobSubmission(BaseModel):
 
 @router.post("/ai/job", status_code=202)
 async def submit_job(
-    submission: JobSubmission, services: ServicesDep, tenant: TenantDep, user_id: UserIdDep
+    submission: JobSubmission,
+    services: ServicesDep,
+    tenant: TenantDep,
+    user_id: UserIdDep,
+    x_ozon_client_id: Annotated[str | None, Header(alias="X-Ozon-Client-Id", max_length=64)] = None,
+    x_ozon_api_key: Annotated[str | None, Header(alias="X-Ozon-Api-Key", max_length=256)] = None,
 ) -> JSONResponse:
     started = time.perf_counter()
     if user_id is not None and submission.user_id is not None and submission.user_id != user_id:
         raise InvalidSubmission("user_id", "differs from the X-User-Id header; send one user, or the same in both")
+    sources = submission.source_image_urls or []
+    facts: list[dict[str, Any]] | None = None
+    source_errors: list[dict[str, str]] | None = None
+    if submission.source is not None:
+        # An Ozon selection becomes picture URLs now, at submit time: the job is then an ordinary job.
+        plugin = await resolve_ozon_plugin(services)
+        creds = plugin.credentials(x_ozon_client_id, x_ozon_api_key)
+        resolved = await plugin.job_sources(creds, submission.source.ozon)
+        if not resolved.urls:
+            reasons = "; ".join(f"{error['id']}: {error['error']}" for error in resolved.errors[:5])
+            raise InvalidSubmission("source.ozon", f"the selection has no pictures ({reasons})")
+        sources, facts, source_errors = resolved.urls, resolved.facts, resolved.errors
     prepared = services.jobs.prepare(
         job_id=submission.job_id,
         tenant=tenant,
         user_id=submission.user_id or user_id,
         job_type=submission.type,
         config=submission.config,
-        sources=submission.source_image_urls,
+        sources=sources,
+        source_facts=facts,
+        sources_field="source.ozon" if facts is not None else "source_image_urls",
     )
     job, created = await services.jobs.submit(prepared)
     data = {**job.status_view(), "type": job.type, "user_id": job.user_id, "created": created}
+    if source_errors is not None:
+        # Selected ids that gave no picture: unknown to the account, or products without pictures.
+        data["source_errors"] = source_errors
     body = {
         "success": True,
         "data": data,
