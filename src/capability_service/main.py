@@ -17,6 +17,7 @@ from capability_service.api.v1 import ai, files, health, image
 from capability_service.core.allocator import tune_allocator
 from capability_service.core.config import Environment, Settings, load_settings
 from capability_service.core.logging import configure_logging
+from capability_service.jobs.quotas import QUOTA_HEADERS
 from capability_service.services import build_services
 
 
@@ -63,7 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         allow_origins=settings.cors_origins,
         allow_methods=["GET", "POST", "OPTIONS"],
         allow_headers=["X-API-Key", "X-User-Id", "Content-Type"],
-        expose_headers=["Retry-After", *image.COMPRESS_HEADERS],
+        expose_headers=["Retry-After", *QUOTA_HEADERS, *image.COMPRESS_HEADERS],
     )
     install_error_handlers(app)
     app.include_router(health.router, prefix="/api/v1")

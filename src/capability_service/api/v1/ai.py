@@ -71,14 +71,14 @@ async def submit_job(
         config=submission.config,
         sources=submission.source_image_urls,
     )
-    job, created = await services.jobs.submit(prepared)
+    job, created, quota = await services.jobs.submit(prepared)
     data = {**job.status_view(), "type": job.type, "user_id": job.user_id, "created": created}
     body = {
         "success": True,
         "data": data,
         "execution_time_ms": round((time.perf_counter() - started) * 1000, 2),
     }
-    return JSONResponse(body, status_code=202)
+    return JSONResponse(body, status_code=202, headers=quota.headers() if quota is not None else None)
 
 
 @router.get("/ai/job/{job_id}/status")
