@@ -395,8 +395,11 @@ class _EventRouter:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
             finally:
+                # Bounded: closing a subscription while its connection is stuck must not keep this task
+                # (and everyone waiting for it at shutdown) alive.
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    async with asyncio.timeout(CLOSE_TIMEOUT_SECONDS):
+                        await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     def _resync(self) -> None:
         for channel in self._channels.values():
