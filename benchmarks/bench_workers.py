@@ -82,7 +82,7 @@ async def throughput(redis_url: str, work: Path, sources: list[str], workers: in
                     config={"format": "webp", "quality": "standard", "maxSize": 1920},
                     sources=[source],
                 )
-                job, _created = await services.jobs.submit(prepared)
+                job, _created, _quota = await services.jobs.submit(prepared)
                 job_keys.append(job.key)
             # One cheap call per poll (the count of live jobs), so the clock watcher takes no core from the workers.
             while await store.redis.zcard(keys.LIVE_JOBS):

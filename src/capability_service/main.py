@@ -17,6 +17,7 @@ from capability_service.api.v1 import ai, files, health, image, job_types, ozon,
 from capability_service.core.allocator import tune_allocator
 from capability_service.core.config import Environment, Settings, load_settings
 from capability_service.core.logging import configure_logging
+from capability_service.jobs.quotas import QUOTA_HEADERS
 from capability_service.playground import router as playground_router
 from capability_service.services import build_services
 
@@ -69,7 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         allow_origins=settings.cors_origins,
         allow_methods=["GET", "POST", "OPTIONS"],
         allow_headers=["X-API-Key", "X-User-Id", "Content-Type", "X-Ozon-Client-Id", "X-Ozon-Api-Key"],
-        expose_headers=["Retry-After", *image.COMPRESS_HEADERS, *ozon.DOWNLOAD_HEADERS],
+        expose_headers=["Retry-After", *QUOTA_HEADERS, *image.COMPRESS_HEADERS, *ozon.DOWNLOAD_HEADERS],
     )
     install_error_handlers(app)
     app.include_router(health.router, prefix="/api/v1")

@@ -16,6 +16,9 @@ from capability_service.core.security import ApiKeyChecker
 from capability_service.jobs.cpu import CpuExecutor
 from capability_service.jobs.memory import MemoryJobStore
 from capability_service.jobs.pipeline import ImagePipeline
+from capability_service.jobs.quotas import SubmitQuotas
+from capability_service.jobs.redis_store import RedisJobStore
+from capability_service.jobs.result_cache import ResultCache
 from capability_service.jobs.runner import LocalJobRunner
 from capability_service.jobs.service import Dispatcher, JobService
 from capability_service.jobs.store import JobStore
@@ -81,7 +84,13 @@ def build_services(settings: Settings) -> Services:
     ozon_client = OzonSellerClient(base_url=settings.ozon_api_base)
     plugins = default_registry(settings, provider, fetcher=fetcher, ozon=ozon_client)
     cpu = CpuExecutor(settings.cpu_executor, settings.cpu_workers, nice=settings.cpu_nice)
-    pipeline = ImagePipeline(fetcher=fetcher, storage=storage, cpu=cpu, image_timeout=settings.image_timeout_seconds)
+    pipeline = ImagePipeline(
+        fetcher=fetcher,
+        storage=storage,
+        cpu=cpu,
+        image_timeout=settings.image_timeout_seconds,
+        cache=ResultCache(storage, enabled=settings.result_cache, ttl_seconds=settings.result_cache_ttl_seconds),
+    )
     store: JobStore
     dispatcher: Dispatcher
     if settings.job_backend == "redis":
@@ -107,6 +116,8 @@ def build_services(settings: Settings) -> Services:
         dispatcher=dispatcher,
         max_images=settings.max_images_per_job,
         max_held_source_bytes=settings.max_pending_source_bytes,
+        quotas=SubmitQuotas.from_settings(settings, store.redis if isinstance(store, RedisJobStore) else None),
+        tenant_max_live_jobs=settings.tenant_max_live_jobs,
     )
     return Services(
         settings=settings,

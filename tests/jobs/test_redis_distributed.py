@@ -104,7 +104,7 @@ async def submit(services: Services, sources: list[str], job_id: str | None = No
         config={"format": "webp", "maxSize": 320},
         sources=sources,
     )
-    job, created = await services.jobs.submit(prepared)
+    job, created, _quota = await services.jobs.submit(prepared)
     assert created
     return job
 

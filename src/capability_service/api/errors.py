@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from capability_service.jobs.errors import InvalidSubmission, JobConflict, JobNotFound, Unavailable
+from capability_service.jobs.quotas import QuotaExceeded
 from capability_service.jobs.store import JobStoreUnavailable
 from capability_service.marketplaces.ozon_errors import (
     OzonAuthError,
@@ -80,6 +81,11 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(OperationUnavailable)
     async def plugin_unavailable(request: Request, exc: Exception) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=503)
+
+    @app.exception_handler(QuotaExceeded)
+    async def over_quota(request: Request, exc: QuotaExceeded) -> JSONResponse:
+        headers = {"Retry-After": str(exc.retry_after), **(exc.state.headers() if exc.state else {})}
+        return JSONResponse({"detail": str(exc)}, status_code=429, headers=headers)
 
     @app.exception_handler(JobNotFound)
     async def not_found(request: Request, exc: JobNotFound) -> JSONResponse:

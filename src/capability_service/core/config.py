@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
+from limits import parse
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -118,6 +119,18 @@ class Settings(BaseSettings):
     max_images_in_flight: int = Field(8, ge=1, le=256)
     # Most images one tenant may have queued or running at once (0: its fair share of the slots only).
     tenant_max_images_in_flight: int = Field(0, ge=0, le=10_000)
+    # Most unfinished jobs one tenant may have at once; beyond it submit answers 429 (0: no limit).
+    tenant_max_live_jobs: int = Field(0, ge=0, le=1_000_000)
+
+    # Reuse a stored result for the same source bytes, config and pipeline version; entries expire after the TTL.
+    result_cache: bool = True
+    result_cache_ttl_seconds: int = Field(7 * 24 * 3600, ge=60)
+
+    # Quotas: `limits`-style rates ("60/minute", "1000/hour"), per tenant and per user inside it; unset: none.
+    rate_limit_submits: str | None = None
+    rate_limit_images: str | None = None
+    rate_limit_user_submits: str | None = None
+    rate_limit_user_images: str | None = None
     job_queue_size: int = Field(100, ge=1)
     # Total size of the sources that unfinished jobs of this process hold (data: URIs are kept until
     # the job ends); beyond it submit answers 503.
@@ -170,6 +183,19 @@ class Settings(BaseSettings):
         if isinstance(value, str) and not value.strip():
             return "https://api-seller.ozon.ru"
         return value
+
+    @field_validator(
+        "rate_limit_submits", "rate_limit_images", "rate_limit_user_submits", "rate_limit_user_images", mode="after"
+    )
+    @classmethod
+    def _a_rate(cls, value: str | None) -> str | None:
+        if not value or not value.strip():
+            return None
+        try:
+            parse(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a rate such as '60/minute' or '1000 per hour'") from None
+        return value.strip()
 
     @model_validator(mode="after")
     def _refuse_default_keys_in_production(self) -> Settings:

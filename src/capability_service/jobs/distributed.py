@@ -82,6 +82,8 @@ QUEUE_FULL_RETRY_AFTER_SECONDS = 10
 # While Redis is unreachable: how long an idle worker slot waits between tries, and how often the same
 # outage message of SAQ's may be logged again.
 OUTAGE_PAUSE_SECONDS = 1.0
+# How long past its grace period a stopping worker is waited for before it is cancelled.
+STOP_MARGIN_SECONDS = 10.0
 # How often the image slots of the registered workers (the fair share's capacity) are read again.
 CAPACITY_REFRESH_SECONDS = 5.0
 OUTAGE_LOG_WINDOW_SECONDS = 60.0
@@ -326,6 +328,7 @@ class ImageWorker:
             # Shown in the queue's worker list: which process on which machine holds which task.
             metadata={"concurrency": concurrency, "pid": os.getpid(), "host": socket.gethostname()},
         )
+        self.shutdown_grace = shutdown_grace
         self._run: asyncio.Task[None] | None = None
         self._reconciler: asyncio.Task[None] | None = None
 
@@ -351,8 +354,11 @@ class ImageWorker:
             self._reconciler = None
         if self._run is not None:
             self._saq.event.set()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._run
+            # SAQ gives running images the grace period; past it (and a margin) the worker is abandoned.
+            _done, stuck = await asyncio.wait({self._run}, timeout=self.shutdown_grace + STOP_MARGIN_SECONDS)
+            if stuck:
+                self._run.cancel()
+                log.warning("image worker %s did not stop within its grace period; cancelled", self.id)
             self._run = None
             log.info("image worker %s stopped", self.id)
 

@@ -24,6 +24,9 @@ EVENTS_PATTERN = f"{EVENTS_PREFIX}*"
 # bounded by MAX_PENDING_SOURCE_BYTES across every instance, as in the memory mode.
 HELD_BYTES = f"{PREFIX}:held-bytes"
 HELD_BY_JOB = f"{PREFIX}:held-by-job"
+# The live jobs of each tenant (a set per tenant, for TENANT_MAX_LIVE_JOBS) and each live job's tenant.
+TENANT_LIVE_PREFIX = f"{PREFIX}:tenant-live:"
+LIVE_TENANT_OF = f"{PREFIX}:live-tenant-of"
 # Fair share (`jobs/redis_fair.py`): the tenants with jobs waiting or images in flight; per tenant the
 # keys of its jobs with images still to release and its released images not final yet; per job the
 # next image to release; the count of images waiting over all tenants. Tenant names are
@@ -67,3 +70,7 @@ def fair_jobs(tenant: str) -> str:
 
 def fair_flight(tenant: str) -> str:
     return f"{PREFIX}:fair:flight:{tenant}"
+
+
+def tenant_live(tenant: str) -> str:
+    return f"{TENANT_LIVE_PREFIX}{tenant}"

@@ -12,7 +12,7 @@ from typing import Any
 from capability_service.jobs import lifecycle
 from capability_service.jobs.events import EventHub
 from capability_service.jobs.models import ImageOutcome, Job, JobStatus, summarize_source
-from capability_service.jobs.store import SourceBudgetExceeded
+from capability_service.jobs.store import SourceBudgetExceeded, TenantJobsExceeded
 
 
 class MemoryJobStore:
@@ -24,6 +24,8 @@ class MemoryJobStore:
         # Bytes of the sources each live job holds (data: URIs are kept whole until the job ends).
         self._held: dict[str, int] = {}
         self._held_bytes = 0
+        # Keys of the live jobs of each tenant, for TENANT_MAX_LIVE_JOBS.
+        self._live_by_tenant: defaultdict[str, set[str]] = defaultdict(set)
         self._ttl = ttl_seconds
         self._max_jobs = max_jobs
         self._clock = clock
@@ -64,7 +66,7 @@ class MemoryJobStore:
                 event.set()
         return snapshot
 
-    async def create(self, job: Job, held_limit: int = 0) -> tuple[Job, bool]:
+    async def create(self, job: Job, held_limit: int = 0, tenant_live_limit: int = 0) -> tuple[Job, bool]:
         # Expired jobs go in the engine's periodic sweep; here only the count cap is kept, so a submit
         # scans the store only when it is full.
         if len(self._jobs) >= self._max_jobs:
@@ -73,11 +75,15 @@ class MemoryJobStore:
         if existing is not None:
             return existing.model_copy(deep=True), False
         if not job.status.is_final:
+            live = self._live_by_tenant[job.tenant]
+            if tenant_live_limit and len(live) >= tenant_live_limit:
+                raise TenantJobsExceeded(tenant=job.tenant, live=len(live), limit=tenant_live_limit)
             size = job.source_bytes
             if held_limit and self._held_bytes and self._held_bytes + size > held_limit:
                 raise SourceBudgetExceeded(held=self._held_bytes, limit=held_limit)
             self._held[job.key] = size
             self._held_bytes += size
+            live.add(job.key)
         self._jobs[job.key] = job.model_copy(deep=True)
         self._changed(self._jobs[job.key])
         return self._jobs[job.key].model_copy(deep=True), True
@@ -98,6 +104,10 @@ class MemoryJobStore:
 
     def _release(self, key: str) -> None:
         self._held_bytes -= self._held.pop(key, 0)
+        for tenant, live in list(self._live_by_tenant.items()):
+            live.discard(key)
+            if not live:
+                del self._live_by_tenant[tenant]
 
     async def mark_processing(self, key: str) -> Job | None:
         job = self._jobs.get(key)

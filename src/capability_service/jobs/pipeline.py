@@ -15,6 +15,7 @@ from capability_service.imaging.types import ImageError
 from capability_service.jobs.cpu import CpuExecutor
 from capability_service.jobs.marketplace import marketplace_checks
 from capability_service.jobs.models import ImageOutcome, ImageStatus, Job
+from capability_service.jobs.result_cache import ResultCache
 from capability_service.plugins.base import BasePlugin, ProcessContext
 from capability_service.providers.base import ProviderError
 from capability_service.sources.errors import SourceError
@@ -33,11 +34,13 @@ class ImagePipeline:
         storage: Storage,
         cpu: CpuExecutor,
         image_timeout: float,
+        cache: ResultCache | None = None,
     ) -> None:
         self.fetcher = fetcher
         self.storage = storage
         self.cpu = cpu
         self.image_timeout = image_timeout
+        self.cache = cache or ResultCache(storage, enabled=False, ttl_seconds=0)
 
     async def run(self, job: Job, index: int, plugin: BasePlugin, config: BaseModel) -> ImageOutcome:
         """Process one image; every expected failure becomes this image's error, never an exception.
@@ -62,11 +65,18 @@ class ImagePipeline:
                     return (await self.fetcher.fetch(url, owner=owner)).data
 
                 source = await self.fetcher.fetch(job.source_image_urls[index], owner=owner)
-                ctx = ProcessContext(run_cpu=self.cpu.for_tenant(job.tenant), read_source=read_source)
-                result = await plugin.process(job.type, config, source.data, ctx)
-                marketplace = await marketplace_checks(result, job.facts_of(index), self.cpu.run)
+                cache_key = self.cache.key_for(job, plugin, config, source.data)
+                hit = await self.cache.lookup(cache_key) if cache_key is not None else None
+                if hit is not None:
+                    result = hit.result
+                else:
+                    ctx = ProcessContext(run_cpu=self.cpu.for_tenant(job.tenant), read_source=read_source)
+                    result = await plugin.process(job.type, config, source.data, ctx)
+                marketplace = await marketplace_checks(result, job.facts_of(index), self.cpu.for_tenant(job.tenant))
                 key = result_key(job.tenant, job.user_id, job.job_id, index, result.format)
                 stored = await self.storage.put(key, result.data, result.content_type)
+                if cache_key is not None and hit is None:
+                    await self.cache.remember(cache_key, stored.key, result)
         except TimeoutError:
             return self._failed(index, f"processing took longer than {self.image_timeout:.0f} s")
         except SourceError as exc:
@@ -95,6 +105,8 @@ class ImagePipeline:
                 "height": result.height,
                 "bytes": len(result.data),
                 "content_type": result.content_type,
+                # "hit": the same source and config were processed before, and that result was reused.
+                "cache": "hit" if hit is not None else "miss",
                 # Where the bytes came from: the final URL after redirects, a storage key, "data: URI".
                 "source": source.origin,
                 "total_ms": round((time.perf_counter() - started) * 1000, 1),

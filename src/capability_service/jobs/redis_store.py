@@ -33,7 +33,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from capability_service.jobs import keys, lifecycle
 from capability_service.jobs.models import ImageOutcome, ImageStatus, Job, JobStatus, summarize_source
-from capability_service.jobs.store import JobStoreUnavailable, SourceBudgetExceeded
+from capability_service.jobs.store import JobStoreUnavailable, SourceBudgetExceeded, TenantJobsExceeded
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,8 @@ SUBSCRIBE_READY_TIMEOUT_SECONDS = 5.0
 # A live job's keys are refreshed on each change; this bounds how long a job nobody touches survives.
 LIVE_JOB_GRACE_SECONDS = 24 * 3600
 SUBSCRIBER_BACKLOG = 64
+# Longest wait for listeners and connections to close at shutdown.
+CLOSE_TIMEOUT_SECONDS = 5.0
 
 FINAL_STATUS_VALUES = frozenset(status.value for status in JobStatus if status.is_final)
 
@@ -59,45 +61,64 @@ local function announce(key, channel)
 end
 """
 
-# KEYS: job, sources, live, held total, held by job. ARGV: ttl, sources json, created_at, job key, live?,
-# channel, source bytes, byte limit (0: none), field/value pairs. Returns {1} created, {0} exists, or
-# {-1, held} when the sources of live jobs would exceed the limit.
+# The live jobs of each tenant: a set per tenant (named prefix .. tenant) and each live job's tenant;
+# and the source bytes each live job holds.
+_LIVE_LUA = """
+local function forget_tenant_live(tenant_of, prefix, key)
+  local tenant = redis.call('HGET', tenant_of, key)
+  if tenant then
+    redis.call('SREM', prefix .. tenant, key)
+    redis.call('HDEL', tenant_of, key)
+  end
+end
+local function release_held(held_total, held_by_job, key)
+  local size = redis.call('HGET', held_by_job, key)
+  if size then
+    redis.call('HDEL', held_by_job, key)
+    redis.call('DECRBY', held_total, size)
+  end
+end
+"""
+
+# KEYS: job, sources, live, held total, held by job, tenant's live set, live job -> tenant.
+# ARGV: ttl, sources json, created_at, job key, live?, channel, source bytes, byte limit (0: none),
+# tenant live-job limit (0: none), tenant, field/value pairs. Returns {1} created, {0} exists,
+# {-1, held} over the byte limit, {-2, live} over the tenant's live-job limit.
 _CREATE = (
     _LUA_PRELUDE
     + """
 if redis.call('EXISTS', KEYS[1]) == 1 then return {0} end
 local size = tonumber(ARGV[7])
 if ARGV[5] == '1' then
+  local live_limit = tonumber(ARGV[9])
+  local live = redis.call('SCARD', KEYS[6])
+  if live_limit > 0 and live >= live_limit then return {-2, live} end
   local held = tonumber(redis.call('GET', KEYS[4]) or '0')
   local limit = tonumber(ARGV[8])
   if limit > 0 and held > 0 and held + size > limit then return {-1, held} end
 end
-for i = 9, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+for i = 11, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[1])
 if ARGV[5] == '1' then
   redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
   redis.call('HSET', KEYS[5], ARGV[4], size)
   redis.call('INCRBY', KEYS[4], size)
+  redis.call('SADD', KEYS[6], ARGV[4])
+  redis.call('HSET', KEYS[7], ARGV[4], ARGV[10])
 end
 announce(KEYS[1], ARGV[6])
 return {1}
 """
 )
 
-# Forget a job's share of the held source bytes. KEYS: held total, held by job. ARGV: job key.
-_RELEASE_LUA = """
-local size = redis.call('HGET', KEYS[2], ARGV[1])
-if size then
-  redis.call('HDEL', KEYS[2], ARGV[1])
-  redis.call('DECRBY', KEYS[1], size)
-end
-"""
-
-# KEYS: held total, held by job, live. ARGV: job key.
+# A job that is no longer live: out of the live list, its held bytes and its tenant's live set.
+# KEYS: held total, held by job, live, live job -> tenant. ARGV: job key, tenant live-set prefix.
 _RELEASE = (
-    _RELEASE_LUA
+    _LIVE_LUA
     + """
+release_held(KEYS[1], KEYS[2], ARGV[1])
+forget_tenant_live(KEYS[4], ARGV[2], ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
 """
 )
@@ -151,17 +172,18 @@ return {last, redis.call('HGETALL', KEYS[1])}
 """
 )
 
-# KEYS: job, sources, live, held total, held by job. ARGV: expected version, status, message, finished_at,
-# ttl, channel, job key, field/value pairs (the outcomes of unfinished images). Returns {-1} when the
-# job changed meanwhile.
+# KEYS: job, sources, live, held total, held by job, live job -> tenant. ARGV: expected version, status,
+# message, finished_at, ttl, channel, job key, tenant live-set prefix, field/value pairs (the outcomes of
+# unfinished images). Returns {-1} when the job changed meanwhile.
 _FINISH = (
     _LUA_PRELUDE
+    + _LIVE_LUA
     + """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return false end
 if is_final(status) then return {0, redis.call('HGETALL', KEYS[1])} end
 if redis.call('HGET', KEYS[1], 'version') ~= ARGV[1] then return {-1} end
-for i = 8, #ARGV, 2 do
+for i = 9, #ARGV, 2 do
   redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
   redis.call('HSET', KEYS[1], 'fin:' .. string.sub(ARGV[i], 5), 1)
 end
@@ -169,11 +191,8 @@ redis.call('HSET', KEYS[1], 'status', ARGV[2], 'message', ARGV[3], 'finished_at'
 redis.call('HSETNX', KEYS[1], 'started_at', ARGV[4])
 redis.call('DEL', KEYS[2])
 redis.call('ZREM', KEYS[3], ARGV[7])
-local size = redis.call('HGET', KEYS[5], ARGV[7])
-if size then
-  redis.call('HDEL', KEYS[5], ARGV[7])
-  redis.call('DECRBY', KEYS[4], size)
-end
+release_held(KEYS[4], KEYS[5], ARGV[7])
+forget_tenant_live(KEYS[6], ARGV[8], ARGV[7])
 announce(KEYS[1], ARGV[6])
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 return {1, redis.call('HGETALL', KEYS[1])}
@@ -376,8 +395,11 @@ class _EventRouter:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
             finally:
+                # Bounded: closing a subscription while its connection is stuck must not keep this task
+                # (and everyone waiting for it at shutdown) alive.
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    async with asyncio.timeout(CLOSE_TIMEOUT_SECONDS):
+                        await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     def _resync(self) -> None:
         for channel in self._channels.values():
@@ -426,9 +448,11 @@ class _EventRouter:
             self._task = None
         for task in tasks:
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if tasks:
+            # Bounded: a connection stuck closing must not hold up the shutdown of the whole process.
+            _done, stuck = await asyncio.wait(tasks, timeout=CLOSE_TIMEOUT_SECONDS)
+            if stuck:
+                log.warning("job events: %d listeners did not stop within %.0f s", len(stuck), CLOSE_TIMEOUT_SECONDS)
 
 
 class RedisJobStore:
@@ -463,7 +487,7 @@ class RedisJobStore:
             detail = str(exc) or type(exc).__name__
             raise JobStoreUnavailable(f"Redis at {self.where} refused the request ({detail})") from exc
 
-    async def create(self, job: Job, held_limit: int = 0) -> tuple[Job, bool]:
+    async def create(self, job: Job, held_limit: int = 0, tenant_live_limit: int = 0) -> tuple[Job, bool]:
         values: dict[str, str] = {
             "spec": _spec(job),
             "total": str(job.total),
@@ -494,6 +518,8 @@ class RedisJobStore:
                     keys.LIVE_JOBS,
                     keys.HELD_BYTES,
                     keys.HELD_BY_JOB,
+                    keys.tenant_live(job.tenant),
+                    keys.LIVE_TENANT_OF,
                 ],
                 args=[
                     ttl,
@@ -504,11 +530,15 @@ class RedisJobStore:
                     keys.events_channel(job.key),
                     job.source_bytes,
                     held_limit,
+                    tenant_live_limit,
+                    job.tenant,
                     *pairs,
                 ],
             )
         if int(result[0]) == -1:
             raise SourceBudgetExceeded(held=int(result[1]), limit=held_limit)
+        if int(result[0]) == -2:
+            raise TenantJobsExceeded(tenant=job.tenant, live=int(result[1]), limit=tenant_live_limit)
         stored = await self.get(job.key)
         if stored is None:
             # Expired or deleted between the two calls: the caller may simply submit again.
@@ -600,7 +630,14 @@ class RedisJobStore:
                     pending_fields += [f"img:{image.index}", lifecycle.stopped_image(image).model_dump_json()]
             with self._guard():
                 result = await self._finish(
-                    keys=[keys.job_key(key), keys.sources_key(key), keys.LIVE_JOBS, keys.HELD_BYTES, keys.HELD_BY_JOB],
+                    keys=[
+                        keys.job_key(key),
+                        keys.sources_key(key),
+                        keys.LIVE_JOBS,
+                        keys.HELD_BYTES,
+                        keys.HELD_BY_JOB,
+                        keys.LIVE_TENANT_OF,
+                    ],
                     args=[
                         job.version,
                         status.value,
@@ -609,6 +646,7 @@ class RedisJobStore:
                         self._ttl,
                         keys.events_channel(key),
                         key,
+                        keys.TENANT_LIVE_PREFIX,
                         *pending_fields,
                     ],
                 )
@@ -672,7 +710,10 @@ class RedisJobStore:
 
     async def forget_live(self, key: str) -> None:
         with self._guard():
-            await self._release(keys=[keys.HELD_BYTES, keys.HELD_BY_JOB, keys.LIVE_JOBS], args=[key])
+            await self._release(
+                keys=[keys.HELD_BYTES, keys.HELD_BY_JOB, keys.LIVE_JOBS, keys.LIVE_TENANT_OF],
+                args=[key, keys.TENANT_LIVE_PREFIX],
+            )
 
     async def held_source_bytes(self) -> int:
         with self._guard():
@@ -701,4 +742,12 @@ class RedisJobStore:
 
     async def close(self) -> None:
         await self._events.close()
-        await self._redis.aclose()
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT_SECONDS):
+                await self._redis.aclose()
+        except TimeoutError:
+            log.warning(
+                "closing the connections to Redis at %s took over %.0f s; left to the OS",
+                self.where,
+                CLOSE_TIMEOUT_SECONDS,
+            )

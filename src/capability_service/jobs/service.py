@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from capability_service.jobs import lifecycle
 from capability_service.jobs.errors import InvalidSubmission, JobConflict, JobNotFound, Unavailable
 from capability_service.jobs.models import Job, job_key
-from capability_service.jobs.store import JobStore, SourceBudgetExceeded
+from capability_service.jobs.quotas import QuotaExceeded, QuotaState, SubmitQuotas
+from capability_service.jobs.store import JobStore, SourceBudgetExceeded, TenantJobsExceeded
 from capability_service.plugins.base import InvalidConfig, OperationUnavailable, PluginDisabled
 from capability_service.plugins.manager import PluginRegistry
 
 # Told to clients whose job's sources do not fit now: jobs finishing free their bytes.
 SOURCE_BUDGET_RETRY_AFTER = 10
+# Told to tenants at their live-job limit: about how long a job takes to finish.
+LIVE_JOBS_RETRY_AFTER = 10
 
 
 class Dispatcher(Protocol):
@@ -39,6 +42,14 @@ class Dispatcher(Protocol):
         ...
 
 
+class Submitted(NamedTuple):
+    job: Job
+    # False when the same submission was made before (nothing new runs).
+    created: bool
+    # Where the caller stands against its tightest rate limit (None without limits, or on a replay).
+    quota: QuotaState | None = None
+
+
 class JobService:
     def __init__(
         self,
@@ -48,6 +59,8 @@ class JobService:
         dispatcher: Dispatcher,
         max_images: int,
         max_held_source_bytes: int = 0,
+        quotas: SubmitQuotas | None = None,
+        tenant_max_live_jobs: int = 0,
     ) -> None:
         self.store = store
         self.plugins = plugins
@@ -55,6 +68,8 @@ class JobService:
         self.max_images = max_images
         # Live jobs keep their sources whole (data: URIs can be megabytes): a bound across the engine.
         self.max_held_source_bytes = max_held_source_bytes
+        self.quotas = quotas or SubmitQuotas.unlimited()
+        self.tenant_max_live_jobs = tenant_max_live_jobs
 
     def prepare(
         self,
@@ -102,25 +117,32 @@ class JobService:
             source_facts=source_facts,
         )
 
-    async def submit(self, job: Job) -> tuple[Job, bool]:
-        """Store a prepared job and hand it on; returns (job, created). Never waits for work."""
+    async def submit(self, job: Job) -> Submitted:
+        """Store a prepared job and hand it on. Never waits for work.
+
+        A replay of a known submission returns that job and spends no quota; a new one spends its
+        tenant's and user's rate budgets (`QuotaExceeded` when over one) before it is stored.
+        """
         existing = await self.store.snapshot(job.key)
         if existing is not None:
-            return self._replay(existing, job), False
+            return Submitted(self._replay(existing, job), False)
         await self.dispatcher.check_capacity(job)
+        quota = await self.quotas.check(job.tenant, job.user_id, job.total)
         try:
-            stored, created = await self.store.create(job, self.max_held_source_bytes)
+            stored, created = await self.store.create(job, self.max_held_source_bytes, self.tenant_max_live_jobs)
         except SourceBudgetExceeded as exc:
             raise Unavailable(str(exc), retry_after=SOURCE_BUDGET_RETRY_AFTER) from None
+        except TenantJobsExceeded as exc:
+            raise QuotaExceeded(str(exc), retry_after=LIVE_JOBS_RETRY_AFTER) from None
         if not created:
-            return self._replay(stored, job), False
+            return Submitted(self._replay(stored, job), False)
         try:
             await self.dispatcher.dispatch(stored)
         except Unavailable:
             # Forget the job, so the same submission can be retried once there is room.
             await self.store.delete(stored.key)
             raise
-        return stored, True
+        return Submitted(stored, True, quota)
 
     @staticmethod
     def _replay(existing: Job, submitted: Job) -> Job:

@@ -31,14 +31,27 @@ class SourceBudgetExceeded(Exception):
         self.limit = limit
 
 
+class TenantJobsExceeded(Exception):
+    """The tenant already has as many live jobs as it may (`TENANT_MAX_LIVE_JOBS`)."""
+
+    def __init__(self, *, tenant: str, live: int, limit: int) -> None:
+        super().__init__(
+            f"tenant {tenant!r} has {live} unfinished jobs, its limit is {limit} (TENANT_MAX_LIVE_JOBS); "
+            "wait for one to finish or cancel one"
+        )
+        self.live = live
+        self.limit = limit
+
+
 class JobStore(Protocol):
     """Jobs by `Job.key` (a digest of tenant and job id, so no caller-chosen id names another's job)."""
 
-    async def create(self, job: Job, held_limit: int = 0) -> tuple[Job, bool]:
+    async def create(self, job: Job, held_limit: int = 0, tenant_live_limit: int = 0) -> tuple[Job, bool]:
         """Store a new job atomically; if its key exists, return the stored job and False.
 
         With `held_limit`, a live job is refused (`SourceBudgetExceeded`) when the sources of the live
-        jobs already stored plus its own would pass that many bytes; one job alone always fits.
+        jobs already stored plus its own would pass that many bytes; one job alone always fits. With
+        `tenant_live_limit`, it is refused (`TenantJobsExceeded`) when its tenant has that many live jobs.
         """
         ...
 

@@ -148,6 +148,10 @@ class BasePlugin(ABC):
         """Why this operation cannot run with this config right now (e.g. no AI key), else None."""
         return None
 
+    def cacheable(self, operation: str, config: BaseModel) -> bool:
+        """Whether the same source through this config always gives the same result (reusable)."""
+        return True
+
     def prepare(self, operation: str, config: Mapping[str, Any]) -> BaseModel:
         """The one way in for a request, job or synchronous: enabled, config valid, runnable here.
 

@@ -109,7 +109,7 @@ async def submit_job(
         source_facts=facts,
         sources_field="source.ozon" if facts is not None else "source_image_urls",
     )
-    job, created = await services.jobs.submit(prepared)
+    job, created, quota = await services.jobs.submit(prepared)
     data = {**job.status_view(), "type": job.type, "user_id": job.user_id, "created": created}
     if source_errors is not None:
         # Selected ids that gave no picture: unknown to the account, or products without pictures.
@@ -119,7 +119,7 @@ async def submit_job(
         "data": data,
         "execution_time_ms": round((time.perf_counter() - started) * 1000, 2),
     }
-    return JSONResponse(body, status_code=202)
+    return JSONResponse(body, status_code=202, headers=quota.headers() if quota is not None else None)
 
 
 @router.get("/ai/job/{job_id}/status")

@@ -14,6 +14,7 @@ from fastapi import APIRouter, HTTPException
 from fastapi.responses import FileResponse
 
 from capability_service.api.deps import ServicesDep
+from capability_service.storage.keys import is_result_key
 from capability_service.storage.local import FILES_ROUTE, LocalStorage
 
 router = APIRouter(tags=["files"])
@@ -28,6 +29,9 @@ async def get_file(key: str, services: ServicesDep) -> FileResponse:
         raise HTTPException(404, detail="results are not served by this service")
 
     def locate() -> Path | None:
+        if not is_result_key(key):
+            # Only results are served; the result cache's entries live beside them.
+            return None
         try:
             path = storage.path_for(key)
             return path if path.is_file() else None

@@ -42,6 +42,16 @@ class AiPlaygroundPlugin(BasePlugin):
             return "generative background replacement needs a remote image model: set AI_API_KEY"
         return None
 
+    def cacheable(self, operation: str, config: BaseModel) -> bool:
+        if not isinstance(config, BackgroundReplacementConfig):
+            return True
+        # A background image can change behind the same URL; a remote model paints anew each time
+        # unless the seed pins it.
+        if config.background_image_url is not None:
+            return False
+        uses_model = config.mode == "generative" or self.deps.provider is not None
+        return not uses_model or config.seed is not None
+
     async def process(self, operation: str, config: BaseModel, source: bytes, ctx: ProcessContext) -> EncodedImage:
         settings = self.deps.settings
         if isinstance(config, BatchOptimizationConfig):
