@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import io
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +17,9 @@ from capability_service.core.config import Settings
 from capability_service.main import create_app
 from tests.support.data import API_KEY, DATA
 from tests.support.servers import in_ci, redis_server
+
+# The app's own shutdown steps are bounded (grace period plus `services.STOP_STEP_SECONDS` each).
+STOP_LIMIT_SECONDS = 180.0
 
 
 @pytest.fixture
@@ -56,7 +62,21 @@ async def make_client(make_settings: Callable[..., Settings]) -> AsyncIterator[C
     yield factory
     for _app, lifespan, client in reversed(stack):
         await client.aclose()
-        await lifespan.__aexit__(None, None, None)
+        async with stopping_within(STOP_LIMIT_SECONDS, "the app's shutdown"):
+            await lifespan.__aexit__(None, None, None)
+
+
+@asynccontextmanager
+async def stopping_within(seconds: float, what: str) -> AsyncIterator[None]:
+    """Fail, with every task's stack, when a teardown outlasts `seconds`, instead of hanging the run."""
+    try:
+        async with asyncio.timeout(seconds):
+            yield
+    except TimeoutError:
+        stacks = io.StringIO()
+        for task in asyncio.all_tasks():
+            task.print_stack(file=stacks)
+        pytest.fail(f"{what} took over {seconds:.0f} s; tasks still running:\n{stacks.getvalue()}")
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ the web stack.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -32,6 +33,9 @@ from capability_service.storage.base import Storage
 from capability_service.storage.factory import create_storage
 
 log = logging.getLogger(__name__)
+
+# Longest wait for one step of the shutdown (beyond the job engine's grace period).
+STOP_STEP_SECONDS = 15.0
 
 
 @dataclass
@@ -70,8 +74,16 @@ class Services:
         if self.provider is not None:
             steps.insert(2, ("remote model client", self.provider.close))
         for name, step in steps:
+            # The job engine has its grace period; a close of anything else that hangs (a connection
+            # stuck half-closed) must not keep the process from exiting.
+            limit = (
+                self.settings.shutdown_grace_seconds + STOP_STEP_SECONDS if name == "job engine" else STOP_STEP_SECONDS
+            )
             try:
-                await step()
+                async with asyncio.timeout(limit):
+                    await step()
+            except TimeoutError:
+                log.warning("shutdown: closing the %s did not finish within %.0f s; going on", name, limit)
             except Exception as exc:
                 log.warning("shutdown: closing the %s failed: %s", name, exc)
 
