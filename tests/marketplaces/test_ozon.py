@@ -297,12 +297,14 @@ async def test_requests_per_client_id_are_limited(ozon: OzonSellerFake, creds: O
         with pytest.raises(OzonAuthError):
             await limited.list_page(other)
         other_sent = transport.sent[-1]
+        # The first Client-Id's queue needs over a second more at its rate; the other request is done first.
+        still_queued = sum(not request.done() for request in queued)
         await asyncio.gather(*queued)
     finally:
         await limited.close()
     sent = sorted(t for t in transport.sent if t != other_sent)
     assert len(sent) == 45
-    assert other_sent < sent[25]
+    assert still_queued > 0
     first_half_second = [t for t in sent if t - sent[0] < 0.5]
     assert len(first_half_second) <= 31
     assert sent[-1] - sent[0] >= 1.2
