@@ -310,16 +310,40 @@ class OpeningOptions:
     min_area_fraction: float = 0.0005
 
 
-def _backdrop_zones(
-    core: UInt8Array,
-) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
-    """Known backdrop (clear of the outline by a margin), the ring of it around the product, and the
-    product region itself."""
+@dataclass(frozen=True, slots=True)
+class _Zones:
+    """Where the product region is and where the backdrop around it is known."""
+
+    inside: BoolArray
+    # Backdrop clear of the outline by `margin` (the model's outline is a few pixels off), ...
+    known: BoolArray
+    # ... the part of it within reach of the product, whose colours describe the backdrop, ...
+    ring: BoolArray
+    # ... and its inner edge, right across the outline.
+    across: BoolArray
+    # Product pixels next to known backdrop: a band inside the outline.
+    band: BoolArray
+    margin: int
+
+
+def _zones(core: UInt8Array, band_fraction: float = 0.02) -> _Zones:
     longer = max(core.shape)
     margin = max(2, round(longer * 0.012))
-    known = cv2.dilate(core, _disc(margin)) == 0
-    ring = known & (cv2.dilate(core, _disc(max(4, round(longer * 0.15)))) > 0)
-    return known, ring, core > 0
+    width = max(2, round(longer * band_fraction))
+    # Distances to the product and to known backdrop (a distance transform is much cheaper than
+    # dilating by a disc the size of the ring).
+    from_product = cv2.distanceTransform((core == 0).astype(np.uint8), cv2.DIST_L2, 5)
+    known = from_product > margin
+    from_known = cv2.distanceTransform((~known).astype(np.uint8), cv2.DIST_L2, 5)
+    inside = core > 0
+    return _Zones(
+        inside=inside,
+        known=known,
+        ring=known & (from_product <= max(4, round(longer * 0.15))),
+        across=known & (from_product <= 3 * margin + width),
+        band=inside & (from_known <= width + margin),
+        margin=margin,
+    )
 
 
 def _mean_distance(samples: Float32Array, queries: Float32Array, k: int = 5, limit: int = 8000) -> Float32Array:
@@ -332,34 +356,28 @@ def _mean_distance(samples: Float32Array, queries: Float32Array, k: int = 5, lim
 
 
 def _product_samples(
-    lab: Float32Array,
-    core: UInt8Array,
-    known: npt.NDArray[np.bool_],
-    ring: npt.NDArray[np.bool_],
-    options: OpeningOptions,
-) -> npt.NDArray[np.bool_]:
-    """Pixels that show the product's own colours: a band inside the outline, next to known backdrop.
+    lab: Float32Array, zones: _Zones, options: OpeningOptions, prob: Float32Array | None
+) -> BoolArray:
+    """Pixels that show the product's own colours: the band inside the outline, next to known backdrop.
 
     The outline's contact with the photo's border is not the product's edge, so the band follows only
     the outline that faces known backdrop. A band pixel whose colour continues the backdrop right across
-    the outline (within `continuation` Lab units of the ring at its position) is the model overreaching,
-    not the product, and is left out.
+    the outline (within `continuation` Lab units of a backdrop pixel there, position counting one unit
+    a pixel beyond the margin) and that the model does not fully support (`prob` below `support`) is
+    the model overreaching (a bench behind a seat), not the product, and is left out. Where the model
+    is sure, a part coloured like what lies behind it (a chrome edge before a grey shelf) stays.
     """
-    longer = max(core.shape)
-    margin = max(2, round(longer * 0.012))
-    width = max(2, round(longer * options.band_fraction))
-    band = (core > 0) & (cv2.dilate(known.astype(np.uint8), _disc(width + margin)) > 0)
-    if not band.any():
+    band = zones.band
+    if not band.any() or not zones.across.any():
         return band
-    ring_y, ring_x = np.nonzero(ring)
+    across_y, across_x = np.nonzero(zones.across)
     band_y, band_x = np.nonzero(band)
-    # Colour and position together, one Lab unit per pixel: the nearest ring pixels in this space are
-    # the ones just across the outline with the closest colour.
-    step = max(1, len(ring_y) // 30000)
-    ring_points = np.column_stack([lab[ring_y[::step], ring_x[::step]], ring_x[::step], ring_y[::step]])
-    band_points = np.column_stack([lab[band_y, band_x], band_x, band_y]).astype(np.float32)
-    distance = _mean_distance(ring_points.astype(np.float32), band_points, k=3, limit=30000)
-    own = distance - margin > options.continuation
+    across = np.column_stack([lab[across_y, across_x], across_x, across_y]).astype(np.float32)
+    points = np.column_stack([lab[band_y, band_x], band_x, band_y]).astype(np.float32)
+    distance = _mean_distance(across, points, k=3, limit=len(across))
+    own = distance - zones.margin > options.continuation
+    if prob is not None:
+        own |= prob[band_y, band_x] >= options.support
     # When most of the band continues the backdrop, the test has nothing to stand on: keep the band.
     if own.mean() < 0.3:
         return band
@@ -369,7 +387,7 @@ def _product_samples(
 
 
 def colour_score(
-    rgb: UInt8Array, core: UInt8Array, options: OpeningOptions | None = None
+    rgb: UInt8Array, core: UInt8Array, options: OpeningOptions | None = None, prob: Float32Array | None = None
 ) -> tuple[Float32Array, Float32Array]:
     """How much more each pixel of the product region looks like the backdrop than like the product.
 
@@ -382,9 +400,10 @@ def colour_score(
     options = options or OpeningOptions()
     lab8 = np.asarray(cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB), np.uint8)
     lab = lab8.astype(np.float32)
-    known, ring, inside = _backdrop_zones(core)
+    zones = _zones(core, options.band_fraction)
+    inside, ring = zones.inside, zones.ring
     score = np.zeros(core.shape, np.float32)
-    samples = _product_samples(lab, core, known, ring, options)
+    samples = _product_samples(lab, zones, options, prob)
     if int(ring.sum()) < 200 or int(samples.sum()) < 50 or not inside.any():
         return score, lab
     quantised = (lab8[inside] >> 1).astype(np.int32)
@@ -411,7 +430,7 @@ def background_evidence(
     options = options or OpeningOptions()
     inside = core > 0
     evidence = np.ones(core.shape, np.float32)
-    _, ring, _ = _backdrop_zones(core)
+    ring = _zones(core).ring
     if int(ring.sum()) < 200 or not inside.any():
         evidence[inside] = 0.0
         return evidence, False
@@ -473,7 +492,7 @@ def _open_busy(rgb: UInt8Array, core: UInt8Array, prob: Float32Array | None, opt
     """
     height, width = core.shape
     inside = core > 0
-    score, lab = colour_score(rgb, core, options)
+    score, lab = colour_score(rgb, core, options, prob)
     if not score.any():
         return np.zeros_like(core)
     if prob is not None and options.support_weight > 0:
@@ -509,7 +528,7 @@ def cut_openings(
     """
     options = options or OpeningOptions()
     inside = core > 0
-    _, ring, _ = _backdrop_zones(core)
+    ring = _zones(core).ring
     if int(ring.sum()) < 200 or not inside.any():
         return core, np.zeros_like(core)
     surface, residual = _fit_plate(rgb, ring, inside)
