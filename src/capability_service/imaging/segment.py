@@ -294,15 +294,16 @@ class OpeningOptions:
     accept_busy: float = 0.5
     # Weight of the graph cut's pairwise term: how strongly neighbours that look alike stay together.
     smoothness: float = 1.0
-    # Where the model's probability is below `support`, the shortfall (in log-odds, at most 3) times
-    # `support_weight` adds to the backdrop side: a scrap the model half believes in goes more easily.
+    # Busy regions by a graph cut (default) or, for comparison, by smoothing and thresholding.
+    graph_cut: bool = True
+    # Where colour already leans to the backdrop and the model's probability is below `support`, the
+    # shortfall (in log-odds, at most 3) times `support_weight` adds to it: what the model half believes
+    # in (the floor between a wheel's spokes) goes more easily. Measured on the motorcycle photo.
     support: float = 0.95
     support_weight: float = 0.3
-    # Product colours are sampled from a band this wide (fraction of the longer side) inside the outline,
-    # leaving out band pixels within `continuation` Lab units of the backdrop right across the outline
-    # (a bench the model let into its answer continues outside it; the product's own edge does not).
+    # Product colours are sampled from a band this wide (fraction of the longer side) inside the outline
+    # where it faces known backdrop (not where it meets the photo's border).
     band_fraction: float = 0.02
-    continuation: float = 8.0
     # Colours farther than this (Lab units) from every product sample are equally unlike the product:
     # a part coloured like nothing on the outline (a red spoke in a black tyre) is not thereby backdrop.
     far: float = 20.0
@@ -317,13 +318,10 @@ class _Zones:
     inside: BoolArray
     # Backdrop clear of the outline by `margin` (the model's outline is a few pixels off), ...
     known: BoolArray
-    # ... the part of it within reach of the product, whose colours describe the backdrop, ...
+    # ... and the part of it within reach of the product, whose colours describe the backdrop.
     ring: BoolArray
-    # ... and its inner edge, right across the outline.
-    across: BoolArray
     # Product pixels next to known backdrop: a band inside the outline.
     band: BoolArray
-    margin: int
 
 
 def _zones(core: UInt8Array, band_fraction: float = 0.02) -> _Zones:
@@ -340,9 +338,7 @@ def _zones(core: UInt8Array, band_fraction: float = 0.02) -> _Zones:
         inside=inside,
         known=known,
         ring=known & (from_product <= max(4, round(longer * 0.15))),
-        across=known & (from_product <= 3 * margin + width),
         band=inside & (from_known <= width + margin),
-        margin=margin,
     )
 
 
@@ -355,47 +351,18 @@ def _mean_distance(samples: Float32Array, queries: Float32Array, k: int = 5, lim
     return np.asarray(distances.reshape(len(queries), -1).mean(axis=1), np.float32)
 
 
-def _product_samples(
-    lab: Float32Array, zones: _Zones, options: OpeningOptions, prob: Float32Array | None
-) -> BoolArray:
-    """Pixels that show the product's own colours: the band inside the outline, next to known backdrop.
-
-    The outline's contact with the photo's border is not the product's edge, so the band follows only
-    the outline that faces known backdrop. A band pixel whose colour continues the backdrop right across
-    the outline (within `continuation` Lab units of a backdrop pixel there, position counting one unit
-    a pixel beyond the margin) and that the model does not fully support (`prob` below `support`) is
-    the model overreaching (a bench behind a seat), not the product, and is left out. Where the model
-    is sure, a part coloured like what lies behind it (a chrome edge before a grey shelf) stays.
-    """
-    band = zones.band
-    if not band.any() or not zones.across.any():
-        return band
-    across_y, across_x = np.nonzero(zones.across)
-    band_y, band_x = np.nonzero(band)
-    across = np.column_stack([lab[across_y, across_x], across_x, across_y]).astype(np.float32)
-    points = np.column_stack([lab[band_y, band_x], band_x, band_y]).astype(np.float32)
-    distance = _mean_distance(across, points, k=3, limit=len(across))
-    own = distance - zones.margin > options.continuation
-    if prob is not None:
-        own |= prob[band_y, band_x] >= options.support
-    # When most of the band continues the backdrop, the test has nothing to stand on: keep the band.
-    if own.mean() < 0.3:
-        return band
-    samples = np.zeros_like(band)
-    samples[band_y[own], band_x[own]] = True
-    return samples
-
-
 def colour_score(
-    rgb: UInt8Array, core: UInt8Array, options: OpeningOptions | None = None, prob: Float32Array | None = None
+    rgb: UInt8Array, core: UInt8Array, options: OpeningOptions | None = None
 ) -> tuple[Float32Array, Float32Array]:
     """How much more each pixel of the product region looks like the backdrop than like the product.
 
-    The log of the ratio between the mean distance (CIELAB, 5 nearest) of the pixel's colour to the
-    product's own colours (`_product_samples`, capped at `far`) and to the backdrop ring's colours:
-    about 0 where both explain it, positive where only the backdrop does, negative where the product
-    does. 0 outside the region. Also returns the Lab image. Colours are quantised to 2 levels a channel
-    and scored once each.
+    The product's own colours are those of a band inside its outline, where the outline faces known
+    backdrop: whatever the model fills in (a frame's middle, the space between spokes) lies deeper
+    inside. The score is the log of the ratio between the mean distance (CIELAB, 5 nearest) of the
+    pixel's colour to those product colours (capped at `far`) and to the backdrop ring's colours: about
+    0 where both explain it, positive where only the backdrop does, negative where the product does.
+    0 outside the region. Also returns the Lab image. Colours are quantised to 2 levels a channel and
+    scored once each.
     """
     options = options or OpeningOptions()
     lab8 = np.asarray(cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB), np.uint8)
@@ -403,7 +370,7 @@ def colour_score(
     zones = _zones(core, options.band_fraction)
     inside, ring = zones.inside, zones.ring
     score = np.zeros(core.shape, np.float32)
-    samples = _product_samples(lab, zones, options, prob)
+    samples = zones.band
     if int(ring.sum()) < 200 or int(samples.sum()) < 50 or not inside.any():
         return score, lab
     quantised = (lab8[inside] >> 1).astype(np.int32)
@@ -464,22 +431,29 @@ def _smooth_evidence(
     return evidence
 
 
-def _open_smooth(rgb: UInt8Array, core: UInt8Array, evidence: Float32Array, options: OpeningOptions) -> UInt8Array:
-    """Regions of a product on a smooth backdrop whose pixels land on the backdrop's surface."""
-    height, width = core.shape
-    guide = rgb.astype(np.float32) / 255.0
-    smoothed = guided_filter(guide, evidence, 2, 1e-3)
-    inside = core > 0
-    candidate = (inside & (smoothed > options.candidate)).astype(np.uint8)
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(candidate, connectivity=4)
+def _accept_regions(regions: UInt8Array, value: Float32Array, accept: float, min_area: int) -> UInt8Array:
+    """The 4-connected regions of `regions` whose mean `value` reaches `accept` and that are not specks."""
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(regions, connectivity=4)
     if count <= 1:
-        return np.zeros_like(core)
+        return np.zeros_like(regions)
     areas = stats[:, cv2.CC_STAT_AREA].astype(np.float64)
-    means = np.bincount(labels.ravel(), weights=evidence.ravel(), minlength=count) / np.maximum(areas, 1.0)
-    min_area = max(4, round(options.min_area_fraction * height * width))
-    accepted = (areas >= min_area) & (means >= options.accept)
+    means = np.bincount(labels.ravel(), weights=value.ravel(), minlength=count) / np.maximum(areas, 1.0)
+    accepted = (areas >= min_area) & (means >= accept)
     accepted[0] = False
     return np.asarray(accepted[labels], np.uint8)
+
+
+def _smoothed_regions(rgb: UInt8Array, core: UInt8Array, evidence: Float32Array, candidate: float) -> UInt8Array:
+    """Pixels of the product region whose evidence, smoothed along the photo's edges, exceeds `candidate`."""
+    smoothed = guided_filter(rgb.astype(np.float32) / 255.0, evidence, 2, 1e-3)
+    return ((core > 0) & (smoothed > candidate)).astype(np.uint8)
+
+
+def _open_smooth(rgb: UInt8Array, core: UInt8Array, evidence: Float32Array, options: OpeningOptions) -> UInt8Array:
+    """Regions of a product on a smooth backdrop whose pixels land on the backdrop's surface."""
+    min_area = max(4, round(options.min_area_fraction * core.size))
+    regions = _smoothed_regions(rgb, core, evidence, options.candidate)
+    return _accept_regions(regions, evidence, options.accept, min_area)
 
 
 def _open_busy(rgb: UInt8Array, core: UInt8Array, prob: Float32Array | None, options: OpeningOptions) -> UInt8Array:
@@ -489,27 +463,27 @@ def _open_busy(rgb: UInt8Array, core: UInt8Array, prob: Float32Array | None, opt
     the model's support is weak; neighbours that look alike are kept together, so a cut follows the
     photo's edges (the sides of a spoke, the inner edge of a frame). The cut's backdrop regions are then
     judged whole: one opens when its mean cost says backdrop by `accept_busy` and it is not a speck.
+    Without `graph_cut`, the regions are found as on a smooth backdrop instead: the score, as evidence
+    in 0..1, smoothed along the photo's edges and thresholded (kept for comparison; it measures worse).
     """
-    height, width = core.shape
     inside = core > 0
-    score, lab = colour_score(rgb, core, options, prob)
+    score, lab = colour_score(rgb, core, options)
     if not score.any():
         return np.zeros_like(core)
     if prob is not None and options.support_weight > 0:
         clipped = np.clip(prob, 1e-3, 1.0 - 1e-3)
         shortfall = np.log(options.support / (1.0 - options.support)) - np.log(clipped / (1.0 - clipped))
-        score = score + options.support_weight * np.clip(shortfall, 0.0, 3.0) * inside
-    right, down = graphcut.edge_weights(lab, options.smoothness)
-    backdrop = graphcut.min_cut(inside, (score - options.lean).astype(np.float32), right, down)
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(backdrop.astype(np.uint8), connectivity=4)
-    if count <= 1:
-        return np.zeros_like(core)
-    areas = stats[:, cv2.CC_STAT_AREA].astype(np.float64)
-    means = np.bincount(labels.ravel(), weights=score.ravel(), minlength=count) / np.maximum(areas, 1.0)
-    min_area = max(4, round(options.min_area_fraction * height * width))
-    accepted = (areas >= min_area) & (means >= options.accept_busy)
-    accepted[0] = False
-    return np.asarray(accepted[labels], np.uint8)
+        # Weak support only strengthens colour evidence that already leans to the backdrop: the model
+        # is often unsure of real parts (a headlight before a dark shelf) whose colours say product.
+        score = score + options.support_weight * np.clip(shortfall, 0.0, 3.0) * (inside & (score > 0))
+    min_area = max(4, round(options.min_area_fraction * core.size))
+    if options.graph_cut:
+        right, down = graphcut.edge_weights(lab, options.smoothness)
+        regions = graphcut.min_cut(inside, (score - options.lean).astype(np.float32), right, down).astype(np.uint8)
+    else:
+        evidence = np.asarray(1.0 / (1.0 + np.exp(-2.0 * (score - options.lean))), np.float32)
+        regions = _smoothed_regions(rgb, core, evidence, 0.5)
+    return _accept_regions(regions, score.astype(np.float32), options.accept_busy, min_area)
 
 
 def cut_openings(
