@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import importlib.resources
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -218,6 +218,41 @@ def _keep_main_parts(binary: UInt8Array, min_fraction: float = 0.05) -> UInt8Arr
 
 
 @dataclass(frozen=True, slots=True)
+class OpeningOptions:
+    # Backdrops whose smooth surface fits within this many levels are "smooth": plain, studio, gradient.
+    smooth_levels: float = 10.0
+    # A pixel matches a smooth backdrop within this many times the fit's own residual (at least 3 levels).
+    match_factor: float = 2.5
+    # Smooth backdrops. Candidate pixels: background evidence above this after edge-aware smoothing;
+    # a candidate region opens when its mean evidence reaches `accept`.
+    candidate: float = 0.35
+    accept: float = 0.45
+    # Busy backdrops: the colour score of a pixel (see `colour_score`) above which it leans to the
+    # backdrop in the graph cut, and the mean score a cut-out region needs to open. Measured with
+    # benchmarks/bench_segmentation.py: product pixels score below ~0.2 (their 95th percentile),
+    # the backdrop seen through an opening around 1.5 (median).
+    lean: float = 0.2
+    accept_busy: float = 0.5
+    # Weight of the graph cut's pairwise term: how strongly neighbours that look alike stay together.
+    smoothness: float = 1.0
+    # Busy regions by a graph cut (default) or, for comparison, by smoothing and thresholding.
+    graph_cut: bool = True
+    # Where colour already leans to the backdrop and the model's probability is below `support`, the
+    # shortfall (in log-odds, at most 3) times `support_weight` adds to it: what the model half believes
+    # in (the floor between a wheel's spokes) goes more easily. Measured on the motorcycle photo.
+    support: float = 0.95
+    support_weight: float = 0.3
+    # Product colours are sampled from a band this wide (fraction of the longer side) inside the outline
+    # where it faces known backdrop (not where it meets the photo's border).
+    band_fraction: float = 0.02
+    # Colours farther than this (Lab units) from every product sample are equally unlike the product:
+    # a part coloured like nothing on the outline (a red spoke in a black tyre) is not thereby backdrop.
+    far: float = 20.0
+    # Regions smaller than this share of the image are noise.
+    min_area_fraction: float = 0.0005
+
+
+@dataclass(frozen=True, slots=True)
 class RefineOptions:
     # Guided-filter window as a fraction of the image's longer side, and its edge sensitivity.
     radius_fraction: float = 0.006
@@ -226,6 +261,7 @@ class RefineOptions:
     band_fraction: float = 0.006
     # Open what the photo shows to be background inside the model's answer (see `cut_openings`).
     openings: bool = True
+    opening: OpeningOptions = field(default_factory=OpeningOptions)
     grabcut: bool = False
 
 
@@ -274,41 +310,6 @@ def _fit_plate(rgb: UInt8Array, known: npt.NDArray[np.bool_], at: npt.NDArray[np
     ay, ax = np.nonzero(at)
     surface = _plate_terms(ay.astype(np.float32) * scale_y - 0.5, ax.astype(np.float32) * scale_x - 0.5) @ coef
     return np.asarray(surface, np.float32), float(np.percentile(kept, 90))
-
-
-@dataclass(frozen=True, slots=True)
-class OpeningOptions:
-    # Backdrops whose smooth surface fits within this many levels are "smooth": plain, studio, gradient.
-    smooth_levels: float = 10.0
-    # A pixel matches a smooth backdrop within this many times the fit's own residual (at least 3 levels).
-    match_factor: float = 2.5
-    # Smooth backdrops. Candidate pixels: background evidence above this after edge-aware smoothing;
-    # a candidate region opens when its mean evidence reaches `accept`.
-    candidate: float = 0.35
-    accept: float = 0.45
-    # Busy backdrops: the colour score of a pixel (see `colour_score`) above which it leans to the
-    # backdrop in the graph cut, and the mean score a cut-out region needs to open. Measured with
-    # benchmarks/bench_segmentation.py: product pixels score below ~0.2 (their 95th percentile),
-    # the backdrop seen through an opening around 1.5 (median).
-    lean: float = 0.2
-    accept_busy: float = 0.5
-    # Weight of the graph cut's pairwise term: how strongly neighbours that look alike stay together.
-    smoothness: float = 1.0
-    # Busy regions by a graph cut (default) or, for comparison, by smoothing and thresholding.
-    graph_cut: bool = True
-    # Where colour already leans to the backdrop and the model's probability is below `support`, the
-    # shortfall (in log-odds, at most 3) times `support_weight` adds to it: what the model half believes
-    # in (the floor between a wheel's spokes) goes more easily. Measured on the motorcycle photo.
-    support: float = 0.95
-    support_weight: float = 0.3
-    # Product colours are sampled from a band this wide (fraction of the longer side) inside the outline
-    # where it faces known backdrop (not where it meets the photo's border).
-    band_fraction: float = 0.02
-    # Colours farther than this (Lab units) from every product sample are equally unlike the product:
-    # a part coloured like nothing on the outline (a red spoke in a black tyre) is not thereby backdrop.
-    far: float = 20.0
-    # Regions smaller than this share of the image are noise.
-    min_area_fraction: float = 0.0005
 
 
 @dataclass(frozen=True, slots=True)
@@ -547,7 +548,7 @@ def refine_alpha(rgb: UInt8Array, prob: Float32Array, options: RefineOptions | N
     if options.grabcut:
         core = grabcut_core(rgb, snapped, core)
     if options.openings:
-        core, _ = cut_openings(rgb, core, prob=snapped)
+        core, _ = cut_openings(rgb, core, options.opening, prob=snapped)
     core = drop_scraps(core, snapped)
     band = max(1, round(longer * options.band_fraction))
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * band + 1, 2 * band + 1))
