@@ -5,7 +5,7 @@ gradient studio backdrops and defocused photos; and products with openings (pict
 and small openings, a bag and a mug with ring handles, a spoked wheel, a bicycle, a chair) cut from
 real textures, each on a plain, a studio and a busy real backdrop. Columns (IoU of the mask at 0.5):
 
-- raw: the model's probability alone;
+- raw: the model's probability alone (on the motorcycle's boxes, the probability itself as the matte);
 - filled: the matte without opening detection (the model snapped to edges, holes it half believes in
   filled): what background replacement did before openings were looked for;
 - grabcut: OpenCV's GrabCut seeded from the model's confident regions, then the same matte;
