@@ -230,9 +230,9 @@ class OpeningOptions:
     candidate: float = 0.35
     accept: float = 0.45
     # Busy backdrops: the colour score of a pixel (see `colour_score`) above which it leans to the
-    # backdrop in the graph cut, and the mean score a cut-out region needs to open. Measured with
-    # benchmarks/bench_segmentation.py: product pixels score below ~0.2 (their 95th percentile),
-    # the backdrop seen through an opening around 1.5 (median).
+    # backdrop in the graph cut, and the mean score a cut-out region needs to open. On the scenes of
+    # benchmarks/bench_segmentation.py product pixels score about -1 to -4 (median), the backdrop seen
+    # through an opening about 1.5; lean 0.1-0.4 and accept 0.3-0.8 moved busy openings by under 0.01.
     lean: float = 0.2
     accept_busy: float = 0.5
     # Weight of the graph cut's pairwise term: how strongly neighbours that look alike stay together.
@@ -319,7 +319,7 @@ class _Zones:
     """Where the product region is and where the backdrop around it is known."""
 
     inside: BoolArray
-    # Backdrop clear of the outline by `margin` (the model's outline is a few pixels off), ...
+    # Backdrop clear of the outline by a margin (the model's outline is a few pixels off), ...
     known: BoolArray
     # ... and the part of it within reach of the product, whose colours describe the backdrop.
     ring: BoolArray
