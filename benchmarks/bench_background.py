@@ -10,7 +10,7 @@ ONNX Runtime thread, PNG output), alternating, so that load from elsewhere on th
 alike; the baseline's source is taken from git (`git archive`). With `--figures DIR` both also write the
 motorcycle photo (tests/data/motorcycle_left.png) on "pure white", for the README's before and after.
 
-    python benchmarks/bench_background.py [--baseline REV] [--figures docs]
+    python benchmarks/bench_background.py [--baseline REV] [--figures docs] [--rounds N]
 """
 
 from __future__ import annotations
@@ -126,6 +126,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--baseline", default=BASELINE)
     parser.add_argument("--figures", type=Path)
+    parser.add_argument("--rounds", type=int, default=ROUNDS, help="alternations of baseline and current")
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--runs", type=int, default=RUNS, help=argparse.SUPPRESS)
     parser.add_argument("--figure", type=Path, help=argparse.SUPPRESS)
@@ -156,7 +157,7 @@ def main() -> None:
             figures.mkdir(parents=True, exist_ok=True)
         samples: dict[str, list[float]] = {"baseline": [], "current": []}
         steps: dict[str, object] = {}
-        for round_ in range(ROUNDS):
+        for round_ in range(args.rounds):
             for name, src in (("baseline", base_src / "src"), ("current", ROOT / "src")):
                 figure = None
                 if figures is not None and round_ == 0:

@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 
 from capability_service.imaging import segment
+from tests.imaging import openings
 from tests.imaging.test_segment_quality import build_cases
 
 
@@ -134,3 +135,36 @@ def test_an_opening_on_a_plain_backdrop_is_background_and_a_white_label_with_sha
     product, opened = segment.cut_openings(rgb, core)
     assert opened[150, 150] == 1 and product[150, 150] == 0
     assert product[80, 80] == 1 and product[70, 200] == 1
+
+
+def test_the_colour_score_tells_the_backdrop_through_an_opening_from_the_product_on_a_busy_photo() -> None:
+    scene = openings.make(openings.kind("frame-large"), "busy-garage", "red-paint")
+    core = segment.solid_core(scene.alpha + (scene.alpha < 0.5) * _enclosed(scene.alpha))
+    score, lab = segment.colour_score(scene.rgb, core)
+    assert lab.shape == scene.rgb.shape
+    options = segment.OpeningOptions()
+    opening = (core > 0) & (scene.alpha < 0.01)
+    frame = scene.alpha > 0.99
+    # The shelf seen through the frame scores as backdrop, the frame's own paint as product.
+    assert float(np.median(score[opening])) > options.accept_busy
+    assert float(np.median(score[frame])) < 0
+    assert float((score[frame] > options.lean).mean()) < 0.1
+    assert not score[core == 0].any()
+
+
+def _enclosed(alpha: np.ndarray) -> np.ndarray:
+    """1 inside the product's outer outline (what the model fills), 0 elsewhere."""
+    mask = (alpha >= 0.5).astype(np.uint8)
+    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    filled = np.zeros_like(mask)
+    cv2.drawContours(filled, contours, -1, 1, -1)
+    return filled.astype(np.float32)
+
+
+def test_busy_backdrop_openings_are_found_with_or_without_the_graph_cut() -> None:
+    scene = openings.make(openings.kind("frame-small"), "busy-rocks", "fur")
+    prob = segment.probability(scene.rgb)
+    for graph_cut in (True, False):
+        options = segment.RefineOptions(opening=segment.OpeningOptions(graph_cut=graph_cut))
+        alpha = segment.refine_alpha(scene.rgb, prob, options)
+        assert segment.iou(alpha >= 0.5, scene.truth) > 0.97, graph_cut

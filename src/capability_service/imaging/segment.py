@@ -6,27 +6,32 @@ pre- and post-processing are ours.
 
 The raw model answers at 320x320, so its edges are blurry and a few pixels off once scaled to the photo.
 `refine_alpha` turns that probability map into a matte that follows the photo's own edges (a guided
-filter), keeps one solid product (holes filled, specks dropped) and leaves a soft, anti-aliased rim.
-`decontaminate` removes the old background's colour from that rim, so the product shows no halo or
-fringe on a new background; fully opaque pixels are never touched.
+filter), keeps one solid product (holes filled, specks dropped), opens what the photo shows to be
+backdrop inside it (`cut_openings`: a frame's middle, the floor between spokes; on busy backdrops by a
+graph cut on colour, see `graphcut`) and leaves a soft, anti-aliased rim. `decontaminate` removes the
+old background's colour from that rim, so the product shows no halo or fringe on a new background;
+fully opaque pixels are never touched.
 """
 
 from __future__ import annotations
 
 import importlib.resources
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 import numpy.typing as npt
+from scipy.spatial import cKDTree
 
+from capability_service.imaging import graphcut
 from capability_service.imaging.types import ImageError
 
 Float32Array = npt.NDArray[np.float32]
 UInt8Array = npt.NDArray[np.uint8]
+BoolArray = npt.NDArray[np.bool_]
 
 MODEL_PACKAGE = "rembg"
 MODEL_FILE = "u2netp.onnx"
@@ -215,6 +220,41 @@ def _keep_main_parts(binary: UInt8Array, min_fraction: float = 0.05) -> UInt8Arr
 
 
 @dataclass(frozen=True, slots=True)
+class OpeningOptions:
+    # Backdrops whose smooth surface fits within this many levels are "smooth": plain, studio, gradient.
+    smooth_levels: float = 10.0
+    # A pixel matches a smooth backdrop within this many times the fit's own residual (at least 3 levels).
+    match_factor: float = 2.5
+    # Smooth backdrops. Candidate pixels: background evidence above this after edge-aware smoothing;
+    # a candidate region opens when its mean evidence reaches `accept`.
+    candidate: float = 0.35
+    accept: float = 0.45
+    # Busy backdrops: the colour score of a pixel (see `colour_score`) above which it leans to the
+    # backdrop in the graph cut, and the mean score a cut-out region needs to open. On the scenes of
+    # benchmarks/bench_segmentation.py product pixels score about -1 to -4 (median), the backdrop seen
+    # through an opening about 1.5; lean 0.1-0.4 and accept 0.3-0.8 moved busy openings by under 0.01.
+    lean: float = 0.2
+    accept_busy: float = 0.5
+    # Weight of the graph cut's pairwise term: how strongly neighbours that look alike stay together.
+    smoothness: float = 1.0
+    # Busy regions by a graph cut (default) or, for comparison, by smoothing and thresholding.
+    graph_cut: bool = True
+    # Where colour already leans to the backdrop and the model's probability is below `support`, the
+    # shortfall (in log-odds, at most 3) times `support_weight` adds to it: what the model half believes
+    # in (the floor between a wheel's spokes) goes more easily. Measured on the motorcycle photo.
+    support: float = 0.95
+    support_weight: float = 0.3
+    # Product colours are sampled from a band this wide (fraction of the longer side) inside the outline
+    # where it faces known backdrop (not where it meets the photo's border).
+    band_fraction: float = 0.02
+    # Colours farther than this (Lab units) from every product sample are equally unlike the product:
+    # a part coloured like nothing on the outline (a red spoke in a black tyre) is not thereby backdrop.
+    far: float = 20.0
+    # Regions smaller than this share of the image are noise.
+    min_area_fraction: float = 0.0005
+
+
+@dataclass(frozen=True, slots=True)
 class RefineOptions:
     # Guided-filter window as a fraction of the image's longer side, and its edge sensitivity.
     radius_fraction: float = 0.006
@@ -223,6 +263,7 @@ class RefineOptions:
     band_fraction: float = 0.006
     # Open what the photo shows to be background inside the model's answer (see `cut_openings`).
     openings: bool = True
+    opening: OpeningOptions = field(default_factory=OpeningOptions)
     grabcut: bool = False
 
 
@@ -273,39 +314,84 @@ def _fit_plate(rgb: UInt8Array, known: npt.NDArray[np.bool_], at: npt.NDArray[np
     return np.asarray(surface, np.float32), float(np.percentile(kept, 90))
 
 
-_BINS = 16
-
-
-def _colour_index(rgb: UInt8Array) -> npt.NDArray[np.intp]:
-    q = (rgb >> 4).astype(np.intp)
-    return np.asarray(q[..., 0] * _BINS * _BINS + q[..., 1] * _BINS + q[..., 2], np.intp)
-
-
-def _histogram(index: npt.NDArray[np.intp]) -> Float32Array:
-    """A colour histogram (16 levels a channel), spread to neighbouring bins and normalised."""
-    counts = np.bincount(index, minlength=_BINS**3).astype(np.float32).reshape(_BINS, _BINS, _BINS)
-    for axis in range(3):
-        counts = counts + np.roll(counts, 1, axis) + np.roll(counts, -1, axis)
-    return np.asarray(counts.ravel() / max(float(counts.sum()), 1e-6), np.float32)
-
-
 @dataclass(frozen=True, slots=True)
-class OpeningOptions:
-    # Backdrops whose smooth surface fits within this many levels are "smooth": plain, studio, gradient.
-    smooth_levels: float = 10.0
-    # A pixel matches a smooth backdrop within this many times the fit's own residual (at least 3 levels).
-    match_factor: float = 2.5
-    # Candidate pixels: background evidence above this after edge-aware smoothing.
-    candidate: float = 0.35
-    # A candidate region opens when its mean evidence reaches this: on a smooth backdrop the match is
-    # precise, on a busy one colours are shared between product and backdrop, so more is asked.
-    accept: float = 0.45
-    accept_busy: float = 0.6
-    # A region touching the product's outline along more than this times the square root of its area
-    # is a notch of the outline, not an opening: on a busy backdrop it is left to the model.
-    touch: float = 0.15
-    # Regions smaller than this share of the image are noise.
-    min_area_fraction: float = 0.0005
+class _Zones:
+    """Where the product region is and where the backdrop around it is known."""
+
+    inside: BoolArray
+    # Backdrop clear of the outline by a margin (the model's outline is a few pixels off), ...
+    known: BoolArray
+    # ... and the part of it within reach of the product, whose colours describe the backdrop.
+    ring: BoolArray
+    # Product pixels next to known backdrop: a band inside the outline.
+    band: BoolArray
+
+
+def _zones(core: UInt8Array, band_fraction: float = 0.02) -> _Zones:
+    longer = max(core.shape)
+    margin = max(2, round(longer * 0.012))
+    width = max(2, round(longer * band_fraction))
+    # Distances to the product and to known backdrop (a distance transform is much cheaper than
+    # dilating by a disc the size of the ring).
+    from_product = cv2.distanceTransform((core == 0).astype(np.uint8), cv2.DIST_L2, 5)
+    known = from_product > margin
+    from_known = cv2.distanceTransform((~known).astype(np.uint8), cv2.DIST_L2, 5)
+    inside = core > 0
+    return _Zones(
+        inside=inside,
+        known=known,
+        ring=known & (from_product <= max(4, round(longer * 0.15))),
+        band=inside & (from_known <= width + margin),
+    )
+
+
+def _mean_distance(samples: Float32Array, queries: Float32Array, k: int = 5, limit: int = 8000) -> Float32Array:
+    """Mean distance from each query to its `k` nearest samples (at most `limit` samples, evenly taken)."""
+    step = max(1, len(samples) // limit)
+    kept = samples[::step]
+    k = min(k, len(kept))
+    distances = np.asarray(cKDTree(kept).query(queries, k=k)[0], np.float32)
+    return np.asarray(distances.reshape(len(queries), -1).mean(axis=1), np.float32)
+
+
+# Lab is quantised to 2 levels a channel and each colour scored once (4 levels measured 0.001 IoU worse).
+_QUANT = 1
+
+
+def colour_score(
+    rgb: UInt8Array, core: UInt8Array, options: OpeningOptions | None = None
+) -> tuple[Float32Array, Float32Array]:
+    """How much more each pixel of the product region looks like the backdrop than like the product.
+
+    The product's own colours are those of a band inside its outline, where the outline faces known
+    backdrop: whatever the model fills in (a frame's middle, the space between spokes) lies deeper
+    inside. The score is the log of the ratio between the mean distance (CIELAB, 5 nearest) of the
+    pixel's colour to those product colours (capped at `far`) and to the backdrop ring's colours: about
+    0 where both explain it, positive where only the backdrop does, negative where the product does.
+    0 outside the region. Also returns the Lab image. Colours are quantised to 2 levels a channel and
+    scored once each.
+    """
+    options = options or OpeningOptions()
+    return _colour_score(rgb, _zones(core, options.band_fraction), options)
+
+
+def _colour_score(rgb: UInt8Array, zones: _Zones, options: OpeningOptions) -> tuple[Float32Array, Float32Array]:
+    lab8 = np.asarray(cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB), np.uint8)
+    lab = lab8.astype(np.float32)
+    inside, ring, samples = zones.inside, zones.ring, zones.band
+    score = np.zeros(inside.shape, np.float32)
+    if int(ring.sum()) < 200 or int(samples.sum()) < 50 or not inside.any():
+        return score, lab
+    quantised = (lab8[inside] >> _QUANT).astype(np.int32)
+    keys = (quantised[:, 0] << 16) | (quantised[:, 1] << 8) | quantised[:, 2]
+    unique, inverse = np.unique(keys, return_inverse=True)
+    step = 1 << _QUANT
+    colours = np.column_stack([unique >> 16, (unique >> 8) & 255, unique & 255]).astype(np.float32)
+    colours = colours * step + (step - 1) / 2
+    to_ring = _mean_distance(lab[ring], colours)
+    to_product = np.minimum(_mean_distance(lab[samples], colours), options.far)
+    score[inside] = np.log((to_product + 1.0) / (to_ring + 1.0))[inverse.ravel()]
+    return score, lab
 
 
 def background_evidence(
@@ -316,82 +402,126 @@ def background_evidence(
 
     On a smooth backdrop (plain, studio sweep, gradient) the backdrop is a surface fitted to the ring of
     known background around the product and carried across it: a pixel inside the product that lands on
-    that surface within a few levels shows the backdrop. On a busy backdrop it is the likelihood ratio
-    of the pixel's colour between the ring's colours and the product's own (the colours the product
-    region holds more of than the ring does).
+    that surface within a few levels shows the backdrop. On a busy backdrop it is `colour_score` mapped
+    to 0..1 (a logistic of twice the score).
     """
     options = options or OpeningOptions()
-    height, width = core.shape
-    longer = max(height, width)
     inside = core > 0
-    evidence = np.ones((height, width), np.float32)
-    known = cv2.dilate(core, _disc(max(2, round(longer * 0.012)))) == 0
-    ring = known & (cv2.dilate(core, _disc(max(4, round(longer * 0.15)))) > 0)
+    evidence = np.ones(core.shape, np.float32)
+    ring = _zones(core).ring
     if int(ring.sum()) < 200 or not inside.any():
         evidence[inside] = 0.0
         return evidence, False
     surface, residual = _fit_plate(rgb, ring, inside)
     if residual < options.smooth_levels:
-        tolerance = max(3.0, options.match_factor * residual)
-        distance = np.abs(rgb[inside].astype(np.float32) - surface).max(axis=1)
-        # Refit with the inside pixels that are close to the surface: where a studio light peaks
-        # behind the product the ring alone under-predicts the backdrop.
-        near = np.zeros_like(inside)
-        near[inside] = distance < 4.0 * tolerance
-        surface, _ = _fit_plate(rgb, ring | near, inside)
-        distance = np.abs(rgb[inside].astype(np.float32) - surface).max(axis=1)
-        evidence[inside] = np.exp(-((distance / tolerance) ** 2))
-        return evidence, True
-    index = _colour_index(rgb)
-    background = _histogram(index[ring])
-    region = _histogram(index[inside])
-    ratio0 = np.log((background[index] + 1e-5) / (region[index] + 1e-5))
-    own = inside & (ratio0 < 0)
-    if not own.any():
-        evidence[inside] = 0.0
-        return evidence, False
-    product = _histogram(index[own])
-    ratio = np.log((background[index[inside]] + 1e-5) / (product[index[inside]] + 1e-5))
-    evidence[inside] = 1.0 / (1.0 + np.exp(-ratio))
+        return _smooth_evidence(rgb, ring, inside, surface, residual, options), True
+    score, _ = colour_score(rgb, core, options)
+    evidence[inside] = 1.0 / (1.0 + np.exp(-2.0 * score[inside]))
     return evidence, False
 
 
+def _smooth_evidence(
+    rgb: UInt8Array,
+    ring: npt.NDArray[np.bool_],
+    inside: npt.NDArray[np.bool_],
+    surface: Float32Array,
+    residual: float,
+    options: OpeningOptions,
+) -> Float32Array:
+    """Evidence on a smooth backdrop: closeness of each inside pixel to the fitted surface."""
+    evidence = np.ones(inside.shape, np.float32)
+    tolerance = max(3.0, options.match_factor * residual)
+    distance = np.abs(rgb[inside].astype(np.float32) - surface).max(axis=1)
+    # Refit with the inside pixels that are close to the surface: where a studio light peaks
+    # behind the product the ring alone under-predicts the backdrop.
+    near = np.zeros_like(inside)
+    near[inside] = distance < 4.0 * tolerance
+    surface, _ = _fit_plate(rgb, ring | near, inside)
+    distance = np.abs(rgb[inside].astype(np.float32) - surface).max(axis=1)
+    evidence[inside] = np.exp(-((distance / tolerance) ** 2))
+    return evidence
+
+
+def _accept_regions(regions: UInt8Array, value: Float32Array, accept: float, min_area: int) -> UInt8Array:
+    """The 4-connected regions of `regions` whose mean `value` reaches `accept` and that are not specks."""
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(regions, connectivity=4)
+    if count <= 1:
+        return np.zeros_like(regions)
+    areas = stats[:, cv2.CC_STAT_AREA].astype(np.float64)
+    means = np.bincount(labels.ravel(), weights=value.ravel(), minlength=count) / np.maximum(areas, 1.0)
+    accepted = (areas >= min_area) & (means >= accept)
+    accepted[0] = False
+    return np.asarray(accepted[labels], np.uint8)
+
+
+def _smoothed_regions(rgb: UInt8Array, core: UInt8Array, evidence: Float32Array, candidate: float) -> UInt8Array:
+    """Pixels of the product region whose evidence, smoothed along the photo's edges, exceeds `candidate`."""
+    smoothed = guided_filter(rgb.astype(np.float32) / 255.0, evidence, 2, 1e-3)
+    return ((core > 0) & (smoothed > candidate)).astype(np.uint8)
+
+
+def _open_smooth(rgb: UInt8Array, core: UInt8Array, evidence: Float32Array, options: OpeningOptions) -> UInt8Array:
+    """Regions of a product on a smooth backdrop whose pixels land on the backdrop's surface."""
+    min_area = max(4, round(options.min_area_fraction * core.size))
+    regions = _smoothed_regions(rgb, core, evidence, options.candidate)
+    return _accept_regions(regions, evidence, options.accept, min_area)
+
+
+def _open_busy(rgb: UInt8Array, zones: _Zones, prob: Float32Array | None, options: OpeningOptions) -> UInt8Array:
+    """Regions of a product on a busy backdrop that the photo shows to be backdrop, by a graph cut.
+
+    Each pixel's cost comes from `colour_score` (shifted by `lean`), plus a push to the backdrop where
+    the model's support is weak; neighbours that look alike are kept together, so a cut follows the
+    photo's edges (the sides of a spoke, the inner edge of a frame). The cut's backdrop regions are then
+    judged whole: one opens when its mean cost says backdrop by `accept_busy` and it is not a speck.
+    Without `graph_cut`, the regions are found as on a smooth backdrop instead: the score, as evidence
+    in 0..1, smoothed along the photo's edges and thresholded (kept for comparison; it measures worse).
+    """
+    inside = zones.inside
+    core = inside.astype(np.uint8)
+    score, lab = _colour_score(rgb, zones, options)
+    if not score.any():
+        return np.zeros_like(core)
+    if prob is not None and options.support_weight > 0:
+        clipped = np.clip(prob, 1e-3, 1.0 - 1e-3)
+        shortfall = np.log(options.support / (1.0 - options.support)) - np.log(clipped / (1.0 - clipped))
+        # Weak support only strengthens colour evidence that already leans to the backdrop: the model
+        # is often unsure of real parts (a headlight before a dark shelf) whose colours say product.
+        score = score + options.support_weight * np.clip(shortfall, 0.0, 3.0) * (inside & (score > 0))
+    min_area = max(4, round(options.min_area_fraction * core.size))
+    if options.graph_cut:
+        right, down = graphcut.edge_weights(lab, options.smoothness)
+        regions = graphcut.min_cut(inside, (score - options.lean).astype(np.float32), right, down).astype(np.uint8)
+    else:
+        evidence = np.asarray(1.0 / (1.0 + np.exp(-2.0 * (score - options.lean))), np.float32)
+        regions = _smoothed_regions(rgb, core, evidence, 0.5)
+    return _accept_regions(regions, score.astype(np.float32), options.accept_busy, min_area)
+
+
 def cut_openings(
-    rgb: UInt8Array, core: UInt8Array, options: OpeningOptions | None = None
+    rgb: UInt8Array, core: UInt8Array, options: OpeningOptions | None = None, prob: Float32Array | None = None
 ) -> tuple[UInt8Array, UInt8Array]:
     """The product with its real openings opened: regions inside the model's answer that show the backdrop.
 
     The model often fills what it sees enclosed by a product (the middle of a frame, the space between
     spokes, the loop of a handle) and the hole filling keeps it. The photo itself tells: there the
-    backdrop shows through (`background_evidence`). Evidence is smoothed along the photo's edges, and
-    whole regions are judged by their mean, so one odd pixel neither opens nor closes anything. Thin
-    parts (spokes, straps) are product-coloured and stay. Returns the product and the opened regions.
+    backdrop shows through (`background_evidence`). On a smooth backdrop, evidence is smoothed along
+    the photo's edges and whole regions are judged by their mean; on a busy one a graph cut on
+    `colour_score` finds the regions (`_open_busy`), and where the colours already lean to the
+    backdrop, weak support from the model (`prob`, optional) tips them. Thin parts (spokes, straps)
+    are product-coloured and stay. Returns the product and the opened regions.
     """
     options = options or OpeningOptions()
-    height, width = core.shape
-    evidence, smooth = background_evidence(rgb, core, options)
-    guide = rgb.astype(np.float32) / 255.0
-    smoothed = guided_filter(guide, evidence, 2, 1e-3)
-    inside = core > 0
-    candidate = (inside & (smoothed > options.candidate)).astype(np.uint8)
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(candidate, connectivity=4)
-    opened = np.zeros_like(core)
-    if count <= 1:
-        return core, opened
-    areas = stats[:, cv2.CC_STAT_AREA].astype(np.float64)
-    means = np.bincount(labels.ravel(), weights=evidence.ravel(), minlength=count) / np.maximum(areas, 1.0)
-    outline = inside & (cv2.erode(core, np.ones((3, 3), np.uint8)) == 0)
-    contact = np.bincount(labels[outline], minlength=count)
-    min_area = max(4, round(options.min_area_fraction * height * width))
-    accepted = np.zeros(count, bool)
-    for label in range(1, count):
-        notch = contact[label] > options.touch * np.sqrt(areas[label])
-        if notch and not smooth:
-            continue
-        accepted[label] = areas[label] >= min_area and means[label] >= (
-            options.accept if smooth else options.accept_busy
-        )
-    opened = accepted[labels].astype(np.uint8)
+    zones = _zones(core, options.band_fraction)
+    inside, ring = zones.inside, zones.ring
+    if int(ring.sum()) < 200 or not inside.any():
+        return core, np.zeros_like(core)
+    surface, residual = _fit_plate(rgb, ring, inside)
+    if residual < options.smooth_levels:
+        evidence = _smooth_evidence(rgb, ring, inside, surface, residual, options)
+        opened = _open_smooth(rgb, core, evidence, options)
+    else:
+        opened = _open_busy(rgb, zones, prob, options)
     return (core & (1 - opened)).astype(np.uint8), opened
 
 
@@ -428,7 +558,7 @@ def refine_alpha(rgb: UInt8Array, prob: Float32Array, options: RefineOptions | N
     if options.grabcut:
         core = grabcut_core(rgb, snapped, core)
     if options.openings:
-        core, _ = cut_openings(rgb, core)
+        core, _ = cut_openings(rgb, core, options.opening, prob=snapped)
     core = drop_scraps(core, snapped)
     band = max(1, round(longer * options.band_fraction))
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * band + 1, 2 * band + 1))
