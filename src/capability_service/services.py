@@ -21,7 +21,7 @@ from capability_service.jobs.quotas import SubmitQuotas
 from capability_service.jobs.redis_store import RedisJobStore
 from capability_service.jobs.result_cache import ResultCache
 from capability_service.jobs.runner import LocalJobRunner
-from capability_service.jobs.service import Dispatcher, JobService
+from capability_service.jobs.service import Dispatcher, JobLimits, JobService
 from capability_service.jobs.store import JobStore
 from capability_service.jobs.task import ImageTasks
 from capability_service.marketplaces.ozon import OzonSellerClient
@@ -122,15 +122,13 @@ def build_services(settings: Settings) -> Services:
             housekeeping=memory_store.evict,
             housekeeping_interval=min(60.0, settings.job_result_ttl_seconds / 2),
         )
-    jobs = JobService(
-        store=store,
-        plugins=plugins,
-        dispatcher=dispatcher,
-        max_images=settings.max_images_per_job,
-        max_held_source_bytes=settings.max_pending_source_bytes,
-        quotas=SubmitQuotas.from_settings(settings, store.redis if isinstance(store, RedisJobStore) else None),
-        tenant_max_live_jobs=settings.tenant_max_live_jobs,
+    limits = JobLimits(
+        images_per_job=settings.max_images_per_job,
+        held_source_bytes=settings.max_pending_source_bytes,
+        tenant_live_jobs=settings.tenant_max_live_jobs,
     )
+    quotas = SubmitQuotas.from_settings(settings, store.redis if isinstance(store, RedisJobStore) else None)
+    jobs = JobService(store, plugins, dispatcher, limits, quotas)
     return Services(
         settings=settings,
         api_keys=ApiKeyChecker(settings.api_keys),

@@ -10,7 +10,7 @@ from redis.asyncio import Redis
 
 from capability_service.jobs.fair import FairGate, FairQueue, MemoryFairQueue, Released, share_window
 from capability_service.jobs.memory import MemoryJobStore
-from capability_service.jobs.models import JobStatus
+from capability_service.jobs.models import Job, JobStatus
 from capability_service.jobs.redis_fair import RedisFairQueue
 from capability_service.jobs.redis_store import RedisJobStore
 from capability_service.jobs.store import JobStore
@@ -50,12 +50,18 @@ async def fair(request: pytest.FixtureRequest) -> AsyncIterator[tuple[FairQueue,
     await store.close()
 
 
+async def stored_and_waiting(fair: tuple[FairQueue, JobStore], *jobs: Job) -> None:
+    queue, store = fair
+    for job in jobs:
+        await store.create(job)
+        await queue.add(job)
+
+
 async def test_a_big_job_holds_only_its_window_and_a_small_one_gets_in(fair: tuple[FairQueue, JobStore]) -> None:
     queue, store = fair
     big, small = make_job(20, tenant="shop-a"), make_job(1, tenant="shop-b")
-    for job in (big, small):
-        await store.create(job)
-    await queue.add(big)
+    await store.create(small)
+    await stored_and_waiting(fair, big)
     # Alone, shop A may fill every slot and keep one ready.
     first = await queue.release("shop-a")
     assert [item.index for item in first] == list(range(CAPACITY + 1))
@@ -74,9 +80,7 @@ async def test_jobs_of_a_tenant_go_oldest_first_and_finished_jobs_are_skipped(
 ) -> None:
     queue, store = fair
     first, cancelled, last = (make_job(2, tenant="shop-a") for _ in range(3))
-    for job in (first, cancelled, last):
-        await store.create(job)
-        await queue.add(job)
+    await stored_and_waiting(fair, first, cancelled, last)
     await store.finish(cancelled.key, JobStatus.cancelled)
     released = await queue.release("shop-a")
     assert [(item.key, item.index) for item in released] == [
@@ -92,9 +96,7 @@ async def test_jobs_of_a_tenant_go_oldest_first_and_finished_jobs_are_skipped(
 async def test_forgetting_a_job_frees_its_window(fair: tuple[FairQueue, JobStore]) -> None:
     queue, store = fair
     doomed, next_job = make_job(10, tenant="shop-a"), make_job(3, tenant="shop-a")
-    for job in (doomed, next_job):
-        await store.create(job)
-        await queue.add(job)
+    await stored_and_waiting(fair, doomed, next_job)
     released = await queue.release("shop-a")
     assert {item.key for item in released} == {doomed.key}
     gone = await queue.forget(doomed)

@@ -16,7 +16,7 @@ from capability_service.jobs import lifecycle
 from capability_service.jobs.memory import MemoryJobStore
 from capability_service.jobs.models import ImageStatus, Job, JobStatus
 from capability_service.jobs.redis_store import RedisJobStore
-from capability_service.jobs.store import JobStore, SourceBudgetExceeded
+from capability_service.jobs.store import CreateRefused, JobStore
 from tests.jobs.samples import DATA_URI, failed, make_job, processing, succeeded
 
 TTL = 120
@@ -259,9 +259,9 @@ async def test_the_sources_of_live_jobs_are_bounded(make_store: StoreFactory) ->
     assert (await api.create(first, limit))[1]
     assert (await other_api.create(second, limit))[1]
     assert await api.held_source_bytes() == 2 * first.source_bytes
-    with pytest.raises(SourceBudgetExceeded, match="data: URIs") as refused:
+    with pytest.raises(CreateRefused, match="data: URIs") as refused:
         await other_api.create(third, limit)
-    assert refused.value.held == 2 * first.source_bytes
+    assert refused.value.count == 2 * first.source_bytes and refused.value.setting == "MAX_PENDING_SOURCE_BYTES"
     assert await api.get(third.key) is None
     # A job that ends, or is forgotten, gives its bytes back.
     await api.finish(first.key, JobStatus.completed)

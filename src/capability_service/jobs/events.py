@@ -4,14 +4,27 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, MutableMapping
 from contextlib import asynccontextmanager
+from typing import TypeVar
 
 from capability_service.jobs.models import Job
+
+K = TypeVar("K")
+V = TypeVar("V")
 
 # A subscriber that falls this far behind loses its oldest snapshots; each snapshot is a full state,
 # so only intermediate progress is skipped, never the final state.
 SUBSCRIBER_BACKLOG = 64
+
+
+def discard_from(groups: MutableMapping[K, set[V]], key: K, item: V) -> None:
+    """Remove `item` from the set under `key`, and the key itself once its set is empty."""
+    members = groups.get(key)
+    if members is not None:
+        members.discard(item)
+        if not members:
+            del groups[key]
 
 
 class EventHub:
@@ -37,11 +50,7 @@ class EventHub:
             yield snapshots()
         finally:
             # A disconnected client leaves nothing behind.
-            subscribers = self._subscribers.get(key)
-            if subscribers is not None:
-                subscribers.discard(queue)
-                if not subscribers:
-                    del self._subscribers[key]
+            discard_from(self._subscribers, key, queue)
 
     def subscriber_count(self, key: str | None = None) -> int:
         if key is not None:

@@ -11,36 +11,15 @@ from __future__ import annotations
 
 PREFIX = "capsvc"
 
+# --- One job -------------------------------------------------------------------------------------
+
 # Hash of one job: its spec, status, counters and one `img:<index>` field per image outcome.
 JOB_PREFIX = f"{PREFIX}:job:"
 # The job's full source URLs (data URIs can be megabytes), apart so snapshots need not carry them.
 SOURCES_SUFFIX = ":sources"
-# Sorted set of the ids of jobs not yet final (score: creation time), walked by the reconciler.
-LIVE_JOBS = f"{PREFIX}:live"
 # Pub/sub channel per job; each message is "<version>|<status>|<cancel flag>".
 EVENTS_PREFIX = f"{PREFIX}:events:"
 EVENTS_PATTERN = f"{EVENTS_PREFIX}*"
-# Bytes of the sources that live jobs hold (data: URIs can be megabytes), in total and per job key:
-# bounded by MAX_PENDING_SOURCE_BYTES across every instance, as in the memory mode.
-HELD_BYTES = f"{PREFIX}:held-bytes"
-HELD_BY_JOB = f"{PREFIX}:held-by-job"
-# The live jobs of each tenant (a set per tenant, for TENANT_MAX_LIVE_JOBS) and each live job's tenant.
-TENANT_LIVE_PREFIX = f"{PREFIX}:tenant-live:"
-LIVE_TENANT_OF = f"{PREFIX}:live-tenant-of"
-# Fair share (`jobs/redis_fair.py`): the tenants with jobs waiting or images in flight; per tenant the
-# keys of its jobs with images still to release and its released images not final yet; per job the
-# next image to release; the count of images waiting over all tenants. Tenant names are
-# `[A-Za-z0-9_-]` (`core.security.TENANT_PATTERN`), so they cannot reach another key.
-FAIR_TENANTS = f"{PREFIX}:fair:tenants"
-FAIR_NEXT = f"{PREFIX}:fair:next"
-FAIR_WAITING = f"{PREFIX}:fair:waiting"
-# Held by the one worker that reconciles live jobs at a time.
-RECONCILE_LOCK = f"{PREFIX}:lock:reconcile"
-
-# SAQ queue that carries one task per image.
-QUEUE_NAME = f"{PREFIX}-images"
-# Separates job key and image index in a task key; job keys are hex, so they never contain it.
-TASK_KEY_SEPARATOR = "#"
 
 
 def job_key(key: str) -> str:
@@ -59,18 +38,50 @@ def key_from_channel(channel: str) -> str:
     return channel[len(EVENTS_PREFIX) :]
 
 
-def task_key(key: str, index: int) -> str:
-    """The task-engine key of one image: enqueueing it twice while it is pending or running is a no-op."""
-    return f"{key}{TASK_KEY_SEPARATOR}{index}"
+# --- Live jobs ------------------------------------------------------------------------------------
 
-
-def fair_jobs(tenant: str) -> str:
-    return f"{PREFIX}:fair:jobs:{tenant}"
-
-
-def fair_flight(tenant: str) -> str:
-    return f"{PREFIX}:fair:flight:{tenant}"
+# Sorted set of the keys of jobs not yet final (score: creation time), walked by the reconciler.
+LIVE_JOBS = f"{PREFIX}:live"
+# Bytes of the sources that live jobs hold (data: URIs can be megabytes), in total and per job key:
+# bounded by MAX_PENDING_SOURCE_BYTES across every instance, as in the memory mode.
+HELD_BYTES = f"{PREFIX}:held-bytes"
+HELD_BY_JOB = f"{PREFIX}:held-by-job"
+# The live jobs of each tenant (a set per tenant, for TENANT_MAX_LIVE_JOBS) and each live job's tenant.
+TENANT_LIVE_PREFIX = f"{PREFIX}:tenant-live:"
+LIVE_TENANT_OF = f"{PREFIX}:live-tenant-of"
 
 
 def tenant_live(tenant: str) -> str:
     return f"{TENANT_LIVE_PREFIX}{tenant}"
+
+
+# --- Fair share (`jobs/redis_fair.py`) ------------------------------------------------------------
+
+# The tenants with jobs waiting or images in flight; per job the next image to release; the count of
+# images waiting over all tenants. Per tenant (`fair_keys`): the keys of its jobs with images still to
+# release, and its released images not final yet. Tenant names are `[A-Za-z0-9_-]`
+# (`core.security.TENANT_PATTERN`), so they cannot reach another key.
+FAIR_TENANTS = f"{PREFIX}:fair:tenants"
+FAIR_NEXT = f"{PREFIX}:fair:next"
+FAIR_WAITING = f"{PREFIX}:fair:waiting"
+
+
+def fair_keys(tenant: str) -> list[str]:
+    """The keys every fair-share script takes, in order: the tenant's waiting jobs (a list), its images in
+    flight (a sorted set), the next image of each job, the count of waiting images, the tenants at work."""
+    return [f"{PREFIX}:fair:jobs:{tenant}", f"{PREFIX}:fair:flight:{tenant}", FAIR_NEXT, FAIR_WAITING, FAIR_TENANTS]
+
+
+# --- The task queue -------------------------------------------------------------------------------
+
+# SAQ queue that carries one task per image.
+QUEUE_NAME = f"{PREFIX}-images"
+# Separates job key and image index in a task key; job keys are hex, so they never contain it.
+TASK_KEY_SEPARATOR = "#"
+# Held by the one worker that reconciles live jobs at a time.
+RECONCILE_LOCK = f"{PREFIX}:lock:reconcile"
+
+
+def task_key(key: str, index: int) -> str:
+    """The task-engine key of one image: enqueueing it twice while it is pending or running is a no-op."""
+    return f"{key}{TASK_KEY_SEPARATOR}{index}"

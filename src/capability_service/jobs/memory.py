@@ -10,9 +10,9 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from capability_service.jobs import lifecycle
-from capability_service.jobs.events import EventHub
+from capability_service.jobs.events import EventHub, discard_from
 from capability_service.jobs.models import ImageOutcome, Job, JobStatus, summarize_source
-from capability_service.jobs.store import SourceBudgetExceeded, TenantJobsExceeded
+from capability_service.jobs.store import CreateRefused
 
 
 class MemoryJobStore:
@@ -77,10 +77,12 @@ class MemoryJobStore:
         if not job.status.is_final:
             live = self._live_by_tenant[job.tenant]
             if tenant_live_limit and len(live) >= tenant_live_limit:
-                raise TenantJobsExceeded(tenant=job.tenant, live=len(live), limit=tenant_live_limit)
+                raise CreateRefused("TENANT_MAX_LIVE_JOBS", count=len(live), limit=tenant_live_limit, tenant=job.tenant)
             size = job.source_bytes
             if held_limit and self._held_bytes and self._held_bytes + size > held_limit:
-                raise SourceBudgetExceeded(held=self._held_bytes, limit=held_limit)
+                raise CreateRefused(
+                    "MAX_PENDING_SOURCE_BYTES", count=self._held_bytes, limit=held_limit, tenant=job.tenant
+                )
             self._held[job.key] = size
             self._held_bytes += size
             live.add(job.key)
@@ -157,11 +159,7 @@ class MemoryJobStore:
                 event.set()
             yield event
         finally:
-            watchers = self._cancel_watchers.get(key)
-            if watchers is not None:
-                watchers.discard(event)
-                if not watchers:
-                    del self._cancel_watchers[key]
+            discard_from(self._cancel_watchers, key, event)
 
     async def live_keys(self, limit: int = 1000) -> list[str]:
         return [key for key, job in self._jobs.items() if not job.status.is_final][:limit]

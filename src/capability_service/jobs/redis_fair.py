@@ -26,12 +26,15 @@ local function is_gone(job_hash)
 end
 """
 
-# KEYS: tenant's jobs, next indexes, waiting counter, tenants. ARGV: job key, total, tenant.
+# Every script takes `keys.fair_keys(tenant)`: KEYS[1] the tenant's waiting jobs, [2] its images in
+# flight, [3] the next index of each job, [4] the count of waiting images, [5] the tenants at work.
+
+# ARGV: job key, total, tenant.
 _ADD = """
 redis.call('RPUSH', KEYS[1], ARGV[1])
-redis.call('HSET', KEYS[2], ARGV[1], 0)
-redis.call('INCRBY', KEYS[3], ARGV[2])
-redis.call('SADD', KEYS[4], ARGV[3])
+redis.call('HSET', KEYS[3], ARGV[1], 0)
+redis.call('INCRBY', KEYS[4], ARGV[2])
+redis.call('SADD', KEYS[5], ARGV[3])
 """
 
 # Drop a tenant with nothing waiting and nothing in flight from the tenants set (its share goes to the others).
@@ -41,7 +44,6 @@ local function prune(jobs, flight, tenants, tenant)
 end
 """
 
-# KEYS: tenant's jobs, tenant's in-flight set, next indexes, waiting counter, tenants.
 # ARGV: capacity (image slots of all workers), per-tenant cap (0: none), now, job hash prefix, tenant.
 # The window is `fair.share_window`: ceil(capacity / tenants with work) + 1, at most the cap.
 # Returns the released "<key>#<index>" members, in order.
@@ -76,16 +78,15 @@ return released
 """
 )
 
-# KEYS: tenant's jobs, tenant's in-flight set, tenants. ARGV: member, tenant.
+# ARGV: member, tenant.
 _DONE = (
     _PRUNE
     + """
 redis.call('ZREM', KEYS[2], ARGV[1])
-prune(KEYS[1], KEYS[2], KEYS[3], ARGV[2])
+prune(KEYS[1], KEYS[2], KEYS[5], ARGV[2])
 """
 )
 
-# KEYS: tenant's jobs, tenant's in-flight set, next indexes, waiting counter, tenants.
 # ARGV: job key, its total, tenant. Returns the job's released members that were still in flight.
 _FORGET = (
     _PRUNE
@@ -140,38 +141,26 @@ class RedisFairQueue:
 
     async def add(self, job: Job) -> None:
         await self._add(
-            keys=[keys.fair_jobs(job.tenant), keys.FAIR_NEXT, keys.FAIR_WAITING, keys.FAIR_TENANTS],
+            keys=keys.fair_keys(job.tenant),
             args=[job.key, job.total, job.tenant],
         )
 
     async def release(self, tenant: str) -> list[Released]:
         members: list[Any] = await self._release(
-            keys=[
-                keys.fair_jobs(tenant),
-                keys.fair_flight(tenant),
-                keys.FAIR_NEXT,
-                keys.FAIR_WAITING,
-                keys.FAIR_TENANTS,
-            ],
+            keys=keys.fair_keys(tenant),
             args=[await self.capacity(), self.tenant_cap, time.time(), keys.JOB_PREFIX, tenant],
         )
         return [_released(tenant, member) for member in members]
 
     async def done(self, item: Released) -> None:
         await self._done(
-            keys=[keys.fair_jobs(item.tenant), keys.fair_flight(item.tenant), keys.FAIR_TENANTS],
+            keys=keys.fair_keys(item.tenant),
             args=[keys.task_key(item.key, item.index), item.tenant],
         )
 
     async def forget(self, job: Job) -> list[Released]:
         members: list[Any] = await self._forget(
-            keys=[
-                keys.fair_jobs(job.tenant),
-                keys.fair_flight(job.tenant),
-                keys.FAIR_NEXT,
-                keys.FAIR_WAITING,
-                keys.FAIR_TENANTS,
-            ],
+            keys=keys.fair_keys(job.tenant),
             args=[job.key, job.total, job.tenant],
         )
         return [_released(job.tenant, member) for member in members]
@@ -187,7 +176,7 @@ class RedisFairQueue:
 
     async def in_flight(self, tenant: str) -> list[tuple[Released, float]]:
         """The tenant's released images not final yet, with the time each was released."""
-        pairs: list[Any] = await self.redis.zrange(keys.fair_flight(tenant), 0, -1, withscores=True)
+        pairs: list[Any] = await self.redis.zrange(keys.fair_keys(tenant)[1], 0, -1, withscores=True)
         return [(_released(tenant, member), float(score)) for member, score in pairs]
 
     async def is_listed(self, key: str) -> bool:

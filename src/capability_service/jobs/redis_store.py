@@ -33,7 +33,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from capability_service.jobs import keys, lifecycle
 from capability_service.jobs.models import ImageOutcome, ImageStatus, Job, JobStatus, summarize_source
-from capability_service.jobs.store import JobStoreUnavailable, SourceBudgetExceeded, TenantJobsExceeded
+from capability_service.jobs.store import CreateRefused, JobStoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -535,10 +535,13 @@ class RedisJobStore:
                     *pairs,
                 ],
             )
-        if int(result[0]) == -1:
-            raise SourceBudgetExceeded(held=int(result[1]), limit=held_limit)
-        if int(result[0]) == -2:
-            raise TenantJobsExceeded(tenant=job.tenant, live=int(result[1]), limit=tenant_live_limit)
+        if int(result[0]) < 0:
+            setting, limit = (
+                ("MAX_PENDING_SOURCE_BYTES", held_limit)
+                if int(result[0]) == -1
+                else ("TENANT_MAX_LIVE_JOBS", tenant_live_limit)
+            )
+            raise CreateRefused(setting, count=int(result[1]), limit=limit, tenant=job.tenant)
         stored = await self.get(job.key)
         if stored is None:
             # Expired or deleted between the two calls: the caller may simply submit again.

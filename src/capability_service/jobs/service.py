@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
 from capability_service.jobs import lifecycle
 from capability_service.jobs.errors import InvalidSubmission, JobConflict, JobNotFound, Unavailable
 from capability_service.jobs.models import Job, job_key
 from capability_service.jobs.quotas import QuotaExceeded, QuotaState, SubmitQuotas
-from capability_service.jobs.store import JobStore, SourceBudgetExceeded, TenantJobsExceeded
+from capability_service.jobs.store import CreateRefused, JobStore
 from capability_service.plugins.base import InvalidConfig, OperationUnavailable, PluginDisabled
 from capability_service.plugins.manager import PluginRegistry
 
@@ -50,26 +51,25 @@ class Submitted(NamedTuple):
     quota: QuotaState | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class JobLimits:
+    """What one submission may be and what the engine may hold (0: no limit)."""
+
+    images_per_job: int = 100
+    # Live jobs keep their sources whole (data: URIs can be megabytes): a bound over the whole engine.
+    held_source_bytes: int = 0
+    tenant_live_jobs: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class JobService:
-    def __init__(
-        self,
-        *,
-        store: JobStore,
-        plugins: PluginRegistry,
-        dispatcher: Dispatcher,
-        max_images: int,
-        max_held_source_bytes: int = 0,
-        quotas: SubmitQuotas | None = None,
-        tenant_max_live_jobs: int = 0,
-    ) -> None:
-        self.store = store
-        self.plugins = plugins
-        self.dispatcher = dispatcher
-        self.max_images = max_images
-        # Live jobs keep their sources whole (data: URIs can be megabytes): a bound across the engine.
-        self.max_held_source_bytes = max_held_source_bytes
-        self.quotas = quotas or SubmitQuotas.unlimited()
-        self.tenant_max_live_jobs = tenant_max_live_jobs
+    """Submitting, reading and cancelling jobs over one store, plugin registry and engine."""
+
+    store: JobStore
+    plugins: PluginRegistry
+    dispatcher: Dispatcher
+    limits: JobLimits
+    quotas: SubmitQuotas
 
     def prepare(
         self,
@@ -93,10 +93,10 @@ class JobService:
             raise InvalidSubmission("type", f"unknown job type {job_type!r}; expected one of: {known}")
         if not sources:
             raise InvalidSubmission(sources_field, "at least one source image is required")
-        if len(sources) > self.max_images:
+        if len(sources) > self.limits.images_per_job:
             raise InvalidSubmission(
                 sources_field,
-                f"{len(sources)} images is more than the limit of {self.max_images} per job",
+                f"{len(sources)} images is more than the limit of {self.limits.images_per_job} per job",
             )
         try:
             parsed = plugin.prepare(job_type, config)
@@ -129,11 +129,12 @@ class JobService:
         await self.dispatcher.check_capacity(job)
         quota = await self.quotas.check(job.tenant, job.user_id, job.total)
         try:
-            stored, created = await self.store.create(job, self.max_held_source_bytes, self.tenant_max_live_jobs)
-        except SourceBudgetExceeded as exc:
+            stored, created = await self.store.create(job, self.limits.held_source_bytes, self.limits.tenant_live_jobs)
+        except CreateRefused as exc:
+            # Sources over the byte budget are the service's load (503); live jobs are the tenant's quota (429).
+            if exc.setting == "TENANT_MAX_LIVE_JOBS":
+                raise QuotaExceeded(str(exc), retry_after=LIVE_JOBS_RETRY_AFTER) from None
             raise Unavailable(str(exc), retry_after=SOURCE_BUDGET_RETRY_AFTER) from None
-        except TenantJobsExceeded as exc:
-            raise QuotaExceeded(str(exc), retry_after=LIVE_JOBS_RETRY_AFTER) from None
         if not created:
             return Submitted(self._replay(stored, job), False)
         try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from capability_service.jobs.models import ImageOutcome, Job, JobStatus
 
@@ -19,27 +19,23 @@ class JobStoreUnavailable(Exception):
     """The store cannot be reached (e.g. Redis is down); the API answers 503."""
 
 
-class SourceBudgetExceeded(Exception):
-    """The sources of live jobs would pass the byte limit (data: URIs can be megabytes each)."""
+class CreateRefused(Exception):
+    """The store refused a new live job: over a limit that only the store can check atomically.
 
-    def __init__(self, *, held: int, limit: int) -> None:
-        super().__init__(
-            f"the service holds {held} bytes of sources of unfinished jobs, its limit is {limit}; "
-            "try again shortly or pass image URLs instead of data: URIs"
-        )
-        self.held = held
-        self.limit = limit
+    `limit` names the setting; `count` is where the store stood (bytes held, or the tenant's live jobs).
+    """
 
+    MESSAGES: ClassVar[dict[str, str]] = {
+        "MAX_PENDING_SOURCE_BYTES": "the service holds {count} bytes of sources of unfinished jobs, its limit is "
+        "{limit} (MAX_PENDING_SOURCE_BYTES); try again shortly or pass image URLs instead of data: URIs",
+        "TENANT_MAX_LIVE_JOBS": "tenant {tenant!r} has {count} unfinished jobs, its limit is {limit} "
+        "(TENANT_MAX_LIVE_JOBS); wait for one to finish or cancel one",
+    }
 
-class TenantJobsExceeded(Exception):
-    """The tenant already has as many live jobs as it may (`TENANT_MAX_LIVE_JOBS`)."""
-
-    def __init__(self, *, tenant: str, live: int, limit: int) -> None:
-        super().__init__(
-            f"tenant {tenant!r} has {live} unfinished jobs, its limit is {limit} (TENANT_MAX_LIVE_JOBS); "
-            "wait for one to finish or cancel one"
-        )
-        self.live = live
+    def __init__(self, setting: str, *, count: int, limit: int, tenant: str) -> None:
+        super().__init__(self.MESSAGES[setting].format(count=count, limit=limit, tenant=tenant))
+        self.setting = setting
+        self.count = count
         self.limit = limit
 
 
@@ -49,9 +45,9 @@ class JobStore(Protocol):
     async def create(self, job: Job, held_limit: int = 0, tenant_live_limit: int = 0) -> tuple[Job, bool]:
         """Store a new job atomically; if its key exists, return the stored job and False.
 
-        With `held_limit`, a live job is refused (`SourceBudgetExceeded`) when the sources of the live
-        jobs already stored plus its own would pass that many bytes; one job alone always fits. With
-        `tenant_live_limit`, it is refused (`TenantJobsExceeded`) when its tenant has that many live jobs.
+        With `held_limit`, a live job is refused (`CreateRefused`) when the sources of the live jobs
+        already stored plus its own would pass that many bytes; one job alone always fits. With
+        `tenant_live_limit`, it is refused when its tenant has that many live jobs.
         """
         ...
 
