@@ -94,7 +94,7 @@ async def test_jobs_of_a_tenant_go_oldest_first_and_finished_jobs_are_skipped(
 
 
 async def test_forgetting_a_job_frees_its_window(fair: tuple[FairQueue, JobStore]) -> None:
-    queue, store = fair
+    queue, _store = fair
     doomed, next_job = make_job(10, tenant="shop-a"), make_job(3, tenant="shop-a")
     await stored_and_waiting(fair, doomed, next_job)
     released = await queue.release("shop-a")
