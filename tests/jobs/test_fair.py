@@ -19,11 +19,11 @@ from tests.jobs.samples import make_job
 CAPACITY = 4
 
 
-def test_a_tenants_window_is_its_share_of_the_slots_plus_one_ready() -> None:
-    assert share_window(8, 1) == 9
-    assert share_window(8, 2) == 5
-    assert share_window(8, 3) == 4
-    assert share_window(8, 100) == 2
+def test_a_tenants_window_is_its_share_of_the_slots() -> None:
+    assert share_window(8, 1) == 8
+    assert share_window(8, 2) == 4
+    assert share_window(8, 3) == 3
+    assert share_window(8, 100) == 1
     assert share_window(8, 1, cap=3) == 3
 
 
@@ -62,17 +62,20 @@ async def test_a_big_job_holds_only_its_window_and_a_small_one_gets_in(fair: tup
     big, small = make_job(20, tenant="shop-a"), make_job(1, tenant="shop-b")
     await store.create(small)
     await stored_and_waiting(fair, big)
-    # Alone, shop A may fill every slot and keep one ready.
+    # Alone, shop A may fill every slot.
     first = await queue.release("shop-a")
-    assert [item.index for item in first] == list(range(CAPACITY + 1))
+    assert [item.index for item in first] == list(range(CAPACITY))
     assert await queue.release("shop-a") == []
+    # Shop B's image is released at once, though shop A fills the slots.
     await queue.add(small)
     assert await queue.release("shop-b") == [Released("shop-b", small.key, 0)]
-    assert await queue.waiting_images() == 20 - (CAPACITY + 1)
-    # With two tenants at work, shop A gets its share back only as its images finish.
-    for item in first[:3]:
+    assert await queue.waiting_images() == 20 - CAPACITY
+    # With two tenants at work, shop A gets a new place only once it is below its share.
+    for item in first[:2]:
         await queue.done(item)
-    assert await queue.release("shop-a") == [Released("shop-a", big.key, CAPACITY + 1)]
+    assert await queue.release("shop-a") == []
+    await queue.done(first[2])
+    assert await queue.release("shop-a") == [Released("shop-a", big.key, CAPACITY)]
 
 
 async def test_jobs_of_a_tenant_go_oldest_first_and_finished_jobs_are_skipped(
@@ -124,6 +127,30 @@ async def test_the_cpu_gate_serves_waiting_tenants_in_turn() -> None:
     await asyncio.gather(holder, *waiting)
     # Shop B's one piece of work goes second, not after all of shop A's.
     assert order == ["a0", "a1", "b1", "a2", "a3"]
+
+
+async def test_a_free_thread_goes_to_the_tenant_holding_the_fewest() -> None:
+    gate = FairGate(2)
+    order: list[str] = []
+    release = {name: asyncio.Event() for name in ("a0", "a1", "a2", "b1")}
+
+    async def work(tenant: str, name: str) -> None:
+        async with gate.slot(tenant):
+            order.append(name)
+            await release[name].wait()
+
+    holders = [asyncio.create_task(work("a", "a0")), asyncio.create_task(work("a", "a1"))]
+    await asyncio.sleep(0)
+    # Shop A waits first, shop B after it; shop A holds both threads.
+    waiting = [asyncio.create_task(work("a", "a2")), asyncio.create_task(work("b", "b1"))]
+    await asyncio.sleep(0)
+    release["a0"].set()
+    await holders[0]
+    assert order == ["a0", "a1", "b1"]
+    for event in release.values():
+        event.set()
+    await asyncio.gather(*holders, *waiting)
+    assert order == ["a0", "a1", "b1", "a2"]
 
 
 async def test_a_waiter_that_gives_up_passes_its_turn_on() -> None:

@@ -1,12 +1,14 @@
 """Fair share between tenants: which images of which jobs may run next, and whose CPU work goes first.
 
 Each tenant has a window of images queued or running at once: its share of the engine's capacity
-(`share_window`: the image slots divided among the tenants with work, plus one kept ready), never more
-than `TENANT_MAX_IMAGES_IN_FLIGHT` when that is set. The rest of its jobs' images wait here, oldest job
+(`share_window`: the image slots divided among the tenants with work), never more than
+`TENANT_MAX_IMAGES_IN_FLIGHT` when that is set. The rest of its jobs' images wait here, oldest job
 first, and are released one by one as its images finish. Both engines queue only released images, in
 order, so a tenant with a 1,000-image job has at most its share ahead of another tenant's one-image
-job: that image waits for a few images' time, not for the catalogue. Inside a process, `FairGate`
-then hands the CPU to the tenants' image work in turn.
+job: a tenant that arrives gets its first image started at once in the memory engine, and queued
+first in the Redis engine, while the tenants already at work give back their places as their images
+finish. Inside a process, `FairGate` then hands each free CPU thread to the waiting tenant that holds
+the fewest.
 
 `MemoryFairQueue` holds the windows in the process for the in-process engine;
 `redis_fair.RedisFairQueue` keeps the same state in Redis, changed by Lua scripts, for every API
@@ -18,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections import defaultdict, deque
+from collections import Counter, defaultdict, deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -28,8 +30,8 @@ from capability_service.jobs.models import Job
 
 
 def share_window(capacity: int, tenants: int, cap: int = 0) -> int:
-    """A tenant's window: its share of `capacity` image slots among `tenants`, plus one kept ready."""
-    window = math.ceil(capacity / max(1, tenants)) + 1
+    """A tenant's window: its share of `capacity` image slots among `tenants` (at least one image)."""
+    window = max(1, math.ceil(capacity / max(1, tenants)))
     return min(window, cap) if cap > 0 else window
 
 
@@ -113,6 +115,10 @@ class MemoryFairQueue:
             line.next_index[job.key] = index + 1
             line.in_flight[(job.key, index)] = time.monotonic()
             released.append(Released(tenant, job.key, index))
+            if index + 1 >= job.total:
+                # Every image of the job is out: it no longer waits.
+                line.jobs.popleft()
+                del line.next_index[job.key]
         self._drop_if_empty(tenant)
         return released
 
@@ -157,16 +163,18 @@ class JobLiveness(Protocol):
 
 
 class FairGate:
-    """At most `slots` holders at once; when one leaves, waiting tenants get the slot in turn.
+    """At most `slots` holders at once; a freed slot goes to the waiting tenant that holds the fewest.
 
     Image work of a process goes through it on its way to the CPU pool: without it the pool's own queue
-    would serve one tenant's dozens of waiting images before another tenant's single one.
+    would serve one tenant's dozens of waiting images before another tenant's single one, and with plain
+    turns a tenant already holding every thread would still get the next one before a newcomer.
     """
 
     def __init__(self, slots: int) -> None:
         self._free = slots
+        self._held: Counter[str] = Counter()
         self._waiters: dict[str, deque[asyncio.Future[None]]] = {}
-        # Tenants with waiters, in the order they get the next slot.
+        # Tenants with waiters, in the order they started waiting (ties on `_held` go to the first).
         self._turns: deque[str] = deque()
 
     @asynccontextmanager
@@ -188,16 +196,21 @@ class FairGate:
                 else:
                     self._forget(tenant, waiter)
                 raise
+        self._held[tenant] += 1
         try:
             yield
         finally:
+            self._held[tenant] -= 1
+            if not self._held[tenant]:
+                del self._held[tenant]
             self._hand_over()
 
     def _hand_over(self) -> None:
         while self._turns:
-            tenant = self._turns.popleft()
+            tenant = min(self._turns, key=lambda name: self._held[name])
             waiters = self._waiters[tenant]
             waiter = waiters.popleft()
+            self._turns.remove(tenant)
             if waiters:
                 self._turns.append(tenant)
             else:

@@ -45,13 +45,13 @@ end
 """
 
 # ARGV: capacity (image slots of all workers), per-tenant cap (0: none), now, job hash prefix, tenant.
-# The window is `fair.share_window`: ceil(capacity / tenants with work) + 1, at most the cap.
+# The window is `fair.share_window`: ceil(capacity / tenants with work), at least 1, at most the cap.
 # Returns the released "<key>#<index>" members, in order.
 _RELEASE = (
     _IS_GONE
     + _PRUNE
     + """
-local window = math.ceil(tonumber(ARGV[1]) / math.max(1, redis.call('SCARD', KEYS[5]))) + 1
+local window = math.max(1, math.ceil(tonumber(ARGV[1]) / math.max(1, redis.call('SCARD', KEYS[5]))))
 local cap = tonumber(ARGV[2])
 if cap > 0 and cap < window then window = cap end
 local released = {}
@@ -66,7 +66,13 @@ while redis.call('ZCARD', KEYS[2]) < window do
     redis.call('HDEL', KEYS[3], key)
     if total > index then redis.call('DECRBY', KEYS[4], total - index) end
   else
-    redis.call('HSET', KEYS[3], key, index + 1)
+    if index + 1 >= total then
+      -- Every image of the job is out: it no longer waits.
+      redis.call('LPOP', KEYS[1])
+      redis.call('HDEL', KEYS[3], key)
+    else
+      redis.call('HSET', KEYS[3], key, index + 1)
+    end
     redis.call('DECR', KEYS[4])
     local member = key .. '#' .. index
     redis.call('ZADD', KEYS[2], ARGV[3], member)

@@ -1,8 +1,9 @@
-"""The in-process engine: images run in `max_images_in_flight` slots, released fairly between tenants.
+"""The in-process engine: each released image runs at once, as its own task.
 
 It only decides when and how many: each image is an `ImageTasks.run`, exactly what a Redis worker
-runs; which image runs next comes from the same fair-share rule (`jobs/fair.py`); a cancel reaches
-running images through the store's cancel flag, as it does there.
+runs; which images run comes from the same fair-share rule (`jobs/fair.py`), whose windows share
+`max_images_in_flight` between the tenants at work; a cancel reaches running images through the store's
+cancel flag, as it does there.
 """
 
 from __future__ import annotations
@@ -45,17 +46,15 @@ class LocalJobRunner:
     ) -> None:
         self.store = store
         self.tasks = tasks
-        self.slots = max_images_in_flight
         self.queue_size = queue_size
         self.shutdown_grace = shutdown_grace
         self.fair = MemoryFairQueue(max_images_in_flight, self._is_live, tenant_max_images_in_flight)
-        self._ready: asyncio.Queue[Released] = asyncio.Queue()
         # Jobs accepted whose first image has not started: what JOB_QUEUE_SIZE bounds.
         self._unstarted: set[str] = set()
-        self._busy = 0
+        self._running: set[asyncio.Task[None]] = set()
         self._idle = asyncio.Event()
         self._idle.set()
-        self._workers: list[asyncio.Task[None]] = []
+        self._housekeeper: asyncio.Task[None] | None = None
         self._accepting = False
         # Periodic clean-up (e.g. evicting expired jobs) so memory shrinks even when no job arrives.
         self._housekeeping = housekeeping
@@ -66,9 +65,8 @@ class LocalJobRunner:
 
     async def start(self) -> None:
         self._accepting = True
-        self._workers = [asyncio.create_task(self._work(), name=f"image-slot-{n}") for n in range(self.slots)]
         if self._housekeeping is not None:
-            self._workers.append(asyncio.create_task(self._keep_house(self._housekeeping), name="housekeeping"))
+            self._housekeeper = asyncio.create_task(self._keep_house(self._housekeeping), name="housekeeping")
 
     async def _keep_house(self, chore: Callable[[], object]) -> None:
         while True:
@@ -93,7 +91,15 @@ class LocalJobRunner:
 
     async def _release(self, tenant: str) -> None:
         for item in await self.fair.release(tenant):
-            self._ready.put_nowait(item)
+            self._unstarted.discard(item.key)
+            task = asyncio.create_task(self._run(item), name=f"image-{item.key}-{item.index}")
+            self._running.add(task)
+            task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        if not self._running and not self._unstarted:
+            self._idle.set()
 
     async def cancel(self, key: str) -> None:
         # The store has closed the job; its running images stop on the store's flag. Here its waiting
@@ -107,23 +113,9 @@ class LocalJobRunner:
     def stats(self) -> dict[str, Any]:
         return {
             "engine": "local",
-            "images_in_flight": self._busy,
-            "images_released": self.fair.in_flight(),
+            "images_in_flight": len(self._running),
             "queued": len(self._unstarted),
         }
-
-    async def _work(self) -> None:
-        while True:
-            item = await self._ready.get()
-            self._unstarted.discard(item.key)
-            self._busy += 1
-            try:
-                # Shielded: stopping a slot must not abandon an image half-recorded.
-                await asyncio.shield(self._run(item))
-            finally:
-                self._busy -= 1
-                if not self._busy and not self.fair.in_flight() and not await self.fair.waiting_jobs():
-                    self._idle.set()
 
     async def _run(self, item: Released) -> None:
         try:
@@ -153,8 +145,7 @@ class LocalJobRunner:
             await self.cancel(key)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._idle.wait(), SHUTDOWN_SETTLE_SECONDS)
-        for worker in self._workers:
-            worker.cancel()
-        for worker in self._workers:
-            with contextlib.suppress(asyncio.CancelledError):
-                await worker
+        leftovers = [*self._running, *([self._housekeeper] if self._housekeeper else [])]
+        for task in leftovers:
+            task.cancel()
+        await asyncio.gather(*leftovers, return_exceptions=True)
