@@ -241,3 +241,21 @@ async def test_requests_refused_before_routing_are_counted_under_their_route(cli
     route = "/api/v1/ai/job/{job_id}/status"
     assert delta(before, after, "capsvc_http_requests_total", method="GET", route=route, status="401") == 1
     assert delta(before, after, "capsvc_http_requests_total", method="GET", route="unmatched", status="404") == 1
+
+
+async def test_result_cache_lookups_are_counted(make_client: Callable[..., Any], engine: dict[str, Any]) -> None:
+    client: httpx.AsyncClient = await make_client()
+    before = await scrape(client)
+    job = {"type": "batch_optimization", "config": OPTIMIZE, "source_image_urls": [data_uri("rocket.jpg")]}
+    for job_id in ("cache-first", "cache-again"):
+        answer = await submit(client, job_id=job_id, **job)
+        assert answer.status_code == 202
+        result = await wait_final(client, job_id)
+        assert result["status"] == "completed"
+    assert result["metadata"]["images"][0]["cache"] == "hit"
+    after = await scrape(client)
+    assert delta(before, after, "capsvc_result_cache_total", result="miss") == 1
+    assert delta(before, after, "capsvc_result_cache_total", result="hit") == 1
+    # A reused result is fetched and stored, not processed: no process stage for it.
+    assert delta(before, after, "capsvc_image_stage_seconds_count", type="batch_optimization", stage="process") == 1
+    assert delta(before, after, "capsvc_image_stage_seconds_count", type="batch_optimization", stage="fetch") == 2
