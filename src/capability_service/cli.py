@@ -1,4 +1,4 @@
-"""`capability-service serve | worker | process`."""
+"""`capability-service serve | worker | process | metrics`."""
 
 from __future__ import annotations
 
@@ -27,6 +27,8 @@ def _serve(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         timeout_graceful_shutdown=None,
         proxy_headers=True,
+        # The service's own logging (LOG_FORMAT, request ids, redaction) writes uvicorn's lines too.
+        log_config=None,
     )
     return 0
 
@@ -58,6 +60,20 @@ def _process(args: argparse.Namespace) -> int:
     from capability_service.batch.command import run_process
 
     return run_process(args)
+
+
+def _metrics(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from capability_service.metrics_server import create_metrics_app
+
+    try:
+        app = create_metrics_app(load_settings())
+    except ConfigError as exc:
+        print(f"capability-service: {exc}", file=sys.stderr)
+        return 2
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", log_config=None)
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -113,6 +129,12 @@ def build_parser() -> argparse.ArgumentParser:
     process.add_argument("--overwrite", action="store_true", help="replace results that exist [skip them]")
     process.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
     process.set_defaults(handler=_process)
+    exporter = commands.add_parser(
+        "metrics", help="serve GET /metrics of this host's processes (for hosts that run workers and no API)"
+    )
+    exporter.add_argument("--host", default="127.0.0.1", help="address to listen on [127.0.0.1]")
+    exporter.add_argument("--port", type=int, default=9464, help="port to listen on [9464]")
+    exporter.set_defaults(handler=_metrics)
     return parser
 
 

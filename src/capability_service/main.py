@@ -6,14 +6,25 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from asgi_correlation_id import CorrelationIdMiddleware
+from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from capability_service import __version__
 from capability_service.api.auth import ApiKeyGate
 from capability_service.api.errors import install_error_handlers
 from capability_service.api.limits import BodySizeLimit
+from capability_service.api.observe import (
+    REQUEST_ID_HEADER,
+    HttpMetrics,
+    RouteTemplates,
+    install_metrics,
+    new_request_id,
+    valid_request_id,
+)
+from capability_service.api.observe import router as metrics_router
 from capability_service.api.v1 import ai, files, health, image, job_types, ozon, results_zip
+from capability_service.core import metrics
 from capability_service.core.allocator import tune_allocator
 from capability_service.core.config import Environment, Settings, load_settings
 from capability_service.core.logging import configure_logging
@@ -28,7 +39,8 @@ OZON_REQUEST_BYTES = 2 * 1024 * 1024
 def create_app(settings: Settings | None = None) -> FastAPI:
     tune_allocator()
     settings = settings or load_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format, settings.secret_values())
+    metrics.prepare_multiprocess_dir()
     services = build_services(settings)
 
     @asynccontextmanager
@@ -38,6 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await services.stop()
+            metrics.process_exiting()
 
     # Interactive API docs in development only: production answers nothing it does not have to.
     docs = settings.environment is not Environment.production
@@ -51,8 +64,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_url="/openapi.json" if docs else None,
     )
     app.state.services = services
-    # Added innermost first: a request meets CORS, then the key check, then the body limits, so
-    # error answers carry CORS headers and nobody without a key gets a body read or measured.
+    # Added innermost first: a request meets the request id, the request metrics, CORS, then the key
+    # check, then the body limits, so every answer (401s and 413s too) carries its request id and CORS
+    # headers and is counted, and nobody without a key gets a body read or measured.
     app.add_middleware(
         BodySizeLimit,
         limits={
@@ -69,20 +83,45 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         CORSMiddleware,
         allow_origins=settings.cors_origins,
         allow_methods=["GET", "POST", "OPTIONS"],
-        allow_headers=["X-API-Key", "X-User-Id", "Content-Type", "X-Ozon-Client-Id", "X-Ozon-Api-Key"],
-        expose_headers=["Retry-After", *QUOTA_HEADERS, *image.COMPRESS_HEADERS, *ozon.DOWNLOAD_HEADERS],
+        allow_headers=[
+            "X-API-Key",
+            "X-User-Id",
+            "Content-Type",
+            "X-Ozon-Client-Id",
+            "X-Ozon-Api-Key",
+            REQUEST_ID_HEADER,
+        ],
+        expose_headers=[
+            "Retry-After",
+            REQUEST_ID_HEADER,
+            *QUOTA_HEADERS,
+            *image.COMPRESS_HEADERS,
+            *ozon.DOWNLOAD_HEADERS,
+        ],
+    )
+    templates = RouteTemplates(app.router.routes)
+    app.add_middleware(HttpMetrics, templates=templates)
+    app.add_middleware(
+        CorrelationIdMiddleware, header_name=REQUEST_ID_HEADER, generator=new_request_id, validator=valid_request_id
     )
     install_error_handlers(app)
-    app.include_router(health.router, prefix="/api/v1")
-    app.include_router(ai.router, prefix="/api/v1")
-    app.include_router(image.router, prefix="/api/v1")
-    app.include_router(job_types.router, prefix="/api/v1")
-    app.include_router(results_zip.router, prefix="/api/v1")
-    app.include_router(ozon.router, prefix="/api/v1")
+    install_metrics(app, settings.metrics_token, metrics.EngineStatsCollector(services.dispatcher.stats))
+    templates.include(metrics_router.routes)
+    routers: list[tuple[APIRouter, str]] = [
+        (health.router, "/api/v1"),
+        (ai.router, "/api/v1"),
+        (image.router, "/api/v1"),
+        (job_types.router, "/api/v1"),
+        (results_zip.router, "/api/v1"),
+        (ozon.router, "/api/v1"),
+    ]
     if settings.storage_backend == "local":
-        app.include_router(files.router)
+        routers.append((files.router, ""))
     if settings.playground_on:
-        app.include_router(playground_router)
+        routers.append((playground_router, ""))
+    for router, prefix in routers:
+        app.include_router(router, prefix=prefix)
+        templates.include(router.routes, prefix)
     return app
 
 

@@ -12,6 +12,7 @@ import logging
 import signal
 import sys
 
+from capability_service.core import metrics
 from capability_service.core.allocator import tune_allocator
 from capability_service.core.config import Settings
 from capability_service.core.logging import configure_logging
@@ -47,7 +48,7 @@ async def serve_worker(settings: Settings, concurrency: int, stop: asyncio.Event
 
 def run_worker(settings: Settings, concurrency: int | None = None) -> int:
     """Entry point of the `worker` command; returns the process exit code."""
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format, settings.secret_values())
     if settings.job_backend != "redis":
         print(
             "capability-service worker: workers need JOB_BACKEND=redis (and REDIS_URL); "
@@ -56,5 +57,9 @@ def run_worker(settings: Settings, concurrency: int | None = None) -> int:
         )
         return 2
     tune_allocator()
-    asyncio.run(serve_worker(settings, concurrency or settings.worker_concurrency))
+    metrics.prepare_multiprocess_dir()
+    try:
+        asyncio.run(serve_worker(settings, concurrency or settings.worker_concurrency))
+    finally:
+        metrics.process_exiting()
     return 0

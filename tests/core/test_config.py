@@ -132,3 +132,40 @@ def test_the_playground_is_on_in_development_and_off_in_production_unless_enable
     else:
         monkeypatch.setenv("PLAYGROUND_ENABLED", enabled)
     assert load_settings().playground_on is on
+
+
+def test_operations_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    settings = load_settings()
+    assert (settings.log_format, settings.metrics_token, settings.prometheus_multiproc_dir) == ("text", None, None)
+    monkeypatch.setenv("LOG_FORMAT", "json")
+    monkeypatch.setenv("METRICS_TOKEN", "a-long-enough-metrics-token")
+    settings = load_settings()
+    assert settings.log_format == "json"
+    assert settings.metrics_token is not None
+    assert "a-long-enough-metrics-token" in settings.secret_values()
+    # Empty means unset, as `METRICS_TOKEN=` in a .env file would say.
+    monkeypatch.setenv("METRICS_TOKEN", "")
+    assert load_settings().metrics_token is None
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "named"),
+    [("LOG_FORMAT", "xml", "LOG_FORMAT"), ("METRICS_TOKEN", "short", "METRICS_TOKEN")],
+)
+def test_bad_operations_settings_name_the_setting(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, named: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=named):
+        load_settings()
+
+
+def test_a_metrics_directory_only_in_dotenv_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # prometheus-client reads the real environment at import; a .env value would silently do nothing.
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    (tmp_path / ".env").write_text(f"PROMETHEUS_MULTIPROC_DIR={tmp_path / 'metrics'}\n")
+    with pytest.raises(ConfigError, match="PROMETHEUS_MULTIPROC_DIR must be set in the process environment"):
+        load_settings()
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "metrics"))
+    assert load_settings().prometheus_multiproc_dir == tmp_path / "metrics"

@@ -10,6 +10,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 
 import pytest
+from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
 from capability_service.jobs import lifecycle
@@ -271,3 +272,27 @@ async def test_the_sources_of_live_jobs_are_bounded(make_store: StoreFactory) ->
     # One job alone always fits, whatever its size.
     await api.finish(second.key, JobStatus.failed)
     assert (await api.create(make_job(3), 10))[1]
+
+
+async def test_a_closed_job_is_counted_once_however_many_close_it(make_store: StoreFactory) -> None:
+    # Several processes racing to close the same job (the last image's task, a cancel, the reconciler):
+    # the jobs counter moves by exactly one, with the status that won.
+    job = make_job(2, tenant="closing-race")
+    await make_store().create(job)
+    labels = {"type": job.type, "tenant": job.tenant}
+
+    def counted(status: str) -> float:
+        return REGISTRY.get_sample_value("capsvc_jobs_total", {**labels, "status": status}) or 0.0
+
+    before = {status: counted(status) for status in ("completed", "failed", "cancelled")}
+    closers = [make_store() for _ in range(4)]
+    statuses = [JobStatus.cancelled, JobStatus.failed] * 2
+    closed = await asyncio.gather(
+        *(store.finish(job.key, status) for store, status in zip(closers, statuses, strict=True))
+    )
+    final = {result.status.value for result in closed if result is not None}
+    assert len(final) == 1
+    after = {status: counted(status) for status in ("completed", "failed", "cancelled")}
+    assert {status: after[status] - before[status] for status in after} == {
+        status: (1.0 if status in final else 0.0) for status in after
+    }

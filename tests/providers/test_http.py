@@ -1,4 +1,4 @@
-"""Retry timing rules, Retry-After parsing and aspect matching shared by the providers."""
+"""Retry timing rules, Retry-After parsing, aspect matching and the remote-model metrics shared by the providers."""
 
 from __future__ import annotations
 
@@ -6,9 +6,16 @@ import random
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 
 from capability_service.providers.aspect import nearest, parse_ratio
+from capability_service.providers.base import ProviderError
+from capability_service.providers.gemini import GeminiProvider
 from capability_service.providers.http import RetryPolicy, brief, parse_duration, parse_retry_after
+from tests.fakes.base import Drop, Stall
+from tests.fakes.gemini_server import GeminiFake
+from tests.providers.conftest import GEMINI_KEY, SleepLog
+from tests.providers.test_gemini import FAST, request
 
 
 @pytest.mark.parametrize(
@@ -55,3 +62,53 @@ def test_aspect_matching() -> None:
 def test_brief_flattens_and_truncates() -> None:
     assert brief("a\n  b\tc") == "a b c"
     assert brief("x" * 300, 10) == "x" * 9 + "…"
+
+
+def _counts(provider: str) -> dict[str, float]:
+    counts = {
+        result: REGISTRY.get_sample_value(
+            "capsvc_remote_model_attempts_total", {"provider": provider, "result": result}
+        )
+        or 0.0
+        for result in ("ok", "rate_limited", "server_error", "timeout", "unreachable", "rejected")
+    }
+    counts["retries"] = REGISTRY.get_sample_value("capsvc_remote_model_retries_total", {"provider": provider}) or 0.0
+    return counts
+
+
+def _delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {key: after[key] - before[key] for key in after if after[key] != before[key]}
+
+
+async def test_every_attempt_is_counted_by_result_and_every_retry(gemini: GeminiFake, sleep_log: SleepLog) -> None:
+    # A 429, a 503 and a dropped connection, each retried, then an answer: three retries, four attempts.
+    gemini.push(gemini.error(429, "RESOURCE_EXHAUSTED", "Quota exceeded", retry_delay="0.1s"))
+    gemini.push(gemini.error(503, "UNAVAILABLE", "The model is overloaded"))
+    gemini.push(Drop())
+    before = _counts("gemini")
+    model = GeminiProvider(api_base=gemini.api_base, api_key=GEMINI_KEY, policy=FAST, sleep=sleep_log, timeout=10.0)
+    try:
+        await model.edit(request())
+    finally:
+        await model.close()
+    assert _delta(before, _counts("gemini")) == {
+        "rate_limited": 1,
+        "server_error": 1,
+        "unreachable": 1,
+        "ok": 1,
+        "retries": 3,
+    }
+
+
+async def test_a_timeout_and_a_rejection_are_counted_without_retries(gemini: GeminiFake, sleep_log: SleepLog) -> None:
+    gemini.push(Stall(5.0))
+    gemini.push(gemini.error(400, "INVALID_ARGUMENT", "Unsupported image"))
+    before = _counts("gemini")
+    model = GeminiProvider(api_base=gemini.api_base, api_key=GEMINI_KEY, policy=FAST, sleep=sleep_log, timeout=0.5)
+    try:
+        for _ in range(2):
+            with pytest.raises(ProviderError):
+                await model.edit(request())
+    finally:
+        await model.close()
+    assert _delta(before, _counts("gemini")) == {"timeout": 1, "rejected": 1}

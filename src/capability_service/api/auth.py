@@ -6,6 +6,7 @@ from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from capability_service.core import log_context
 from capability_service.core.security import ApiKeyChecker
 
 API_KEY_HEADER = "x-api-key"
@@ -41,9 +42,13 @@ class ApiKeyGate:
         ):
             await self.app(scope, receive, send)
             return
-        problem = key_problem(self.checker, Headers(scope=scope).get(API_KEY_HEADER))
-        if problem is None:
+        presented = Headers(scope=scope).get(API_KEY_HEADER)
+        tenant = self.checker.tenant_of(presented)
+        if tenant is not None:
+            # Every log line of the rest of this request names its tenant.
+            log_context.set_tenant(tenant)
             await self.app(scope, receive, send)
             return
+        problem = key_problem(self.checker, presented)
         response = JSONResponse({"detail": problem}, status_code=401, headers={"WWW-Authenticate": "ApiKey"})
         await response(scope, receive, send)

@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from capability_service.core import log_context
 from capability_service.jobs.errors import InvalidSubmission, JobConflict, JobNotFound, Unavailable
 from capability_service.jobs.quotas import QuotaExceeded
 from capability_service.jobs.store import JobStoreUnavailable
@@ -110,6 +111,16 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(PublishRefused)
     async def publish_refused(request: Request, exc: PublishRefused) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=409)
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        # Answered by Starlette's outermost middleware, outside the request-id middleware: the id is
+        # added here so that even this answer can be matched with its log lines. The server logs the
+        # traceback (the exception is raised again after this answer).
+        request_id = log_context.request_id()
+        detail = "internal error" + (f"; quote request id {request_id} when reporting it" if request_id else "")
+        headers = {"X-Request-ID": request_id} if request_id else None
+        return JSONResponse({"detail": detail}, status_code=500, headers=headers)
 
     @app.exception_handler(JobStoreUnavailable)
     async def store_down(request: Request, exc: JobStoreUnavailable) -> JSONResponse:

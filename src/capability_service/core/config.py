@@ -52,6 +52,15 @@ class Settings(BaseSettings):
 
     environment: Environment = Environment.development
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # text: `time level logger [context]: message`; json: one JSON object per line.
+    log_format: Literal["text", "json"] = "text"
+
+    # Operations: the bearer token `GET /metrics` requires (unset: open, so keep it off public networks),
+    # and the directory in which the processes of one host share their metrics. prometheus-client reads
+    # PROMETHEUS_MULTIPROC_DIR from the process environment when it is imported; it is a setting here
+    # only so that a value in `.env`, which never reaches that environment, is refused, not ignored.
+    metrics_token: SecretStr | None = None
+    prometheus_multiproc_dir: Path | None = None
 
     # Security: `tenant:key` pairs or bare keys (tenant `default`)
     api_keys: CsvList = Field(default_factory=lambda: [DEFAULT_DEV_API_KEY])
@@ -197,6 +206,12 @@ class Settings(BaseSettings):
             raise ValueError(f"{value!r} is not a rate such as '60/minute' or '1000 per hour'") from None
         return value.strip()
 
+    @field_validator("metrics_token", "prometheus_multiproc_dir", mode="before")
+    @classmethod
+    def _empty_operations_setting_is_unset(cls, value: Any) -> Any:
+        # `METRICS_TOKEN=` in a .env file means "no token", not an empty one.
+        return None if isinstance(value, str) and not value.strip() else value
+
     @model_validator(mode="after")
     def _refuse_default_keys_in_production(self) -> Settings:
         keys = [parse_api_key(entry).key for entry in self.api_keys]
@@ -211,6 +226,16 @@ class Settings(BaseSettings):
             raise ValueError("API_KEYS: a key is listed twice; every key must belong to one tenant")
         if self.storage_backend == "s3" and not self.s3_bucket:
             raise ValueError("S3_BUCKET is required when STORAGE_BACKEND=s3")
+        if self.metrics_token is not None and len(self.metrics_token.get_secret_value()) < 16:
+            raise ValueError("METRICS_TOKEN must be at least 16 characters long (or unset for an open /metrics)")
+        in_environment = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if self.prometheus_multiproc_dir is not None and (
+            not in_environment or Path(in_environment) != self.prometheus_multiproc_dir
+        ):
+            raise ValueError(
+                "PROMETHEUS_MULTIPROC_DIR must be set in the process environment (prometheus-client reads it "
+                "before settings are loaded); a value in .env or passed in code has no effect"
+            )
         return self
 
     @property
@@ -219,6 +244,19 @@ class Settings(BaseSettings):
         if self.playground_enabled is not None:
             return self.playground_enabled
         return self.environment is Environment.development
+
+    def secret_values(self) -> list[str]:
+        """Every credential these settings hold, for the log filter that keeps them out of logs."""
+        values = [parse_api_key(entry).key for entry in self.api_keys]
+        secrets = (
+            self.ai_api_key,
+            self.openai_api_key,
+            self.s3_secret_access_key,
+            self.ozon_api_key,
+            self.metrics_token,
+        )
+        values += [secret.get_secret_value() for secret in secrets if secret is not None]
+        return [value for value in values if value]
 
     @cached_property
     def plugin_settings(self) -> dict[str, dict[str, Any]]:

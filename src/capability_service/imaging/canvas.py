@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pyvips
 
@@ -26,6 +28,7 @@ def fit_to_target(data: bytes, width: int, height: int, fmt: OutputFormat, max_p
 
     Padding with the picture's own edge colour makes a near-3:4 answer look framed, not letterboxed.
     """
+    started = time.perf_counter()
     source = open_image(data, max_pixels)
     try:
         # Read once into memory: the border colour and the encoder both need the pixels.
@@ -36,14 +39,20 @@ def fit_to_target(data: bytes, width: int, height: int, fmt: OutputFormat, max_p
         canvas = image.gravity("centre", width, height, extend="background", background=fill)
     except pyvips.Error as exc:
         raise ImageError(f"the image could not be placed on the canvas: {str(exc).splitlines()[0]}") from None
+    decoded = time.perf_counter()
     out = encode(canvas, fmt, "high")
+    timings = {"decode_ms": _ms(started, decoded), "encode_ms": _ms(decoded, time.perf_counter())}
     return EncodedImage(
         data=out,
         format=fmt,
         width=canvas.width,
         height=canvas.height,
-        metadata={"original_width": source.width, "original_height": source.height},
+        metadata={"original_width": source.width, "original_height": source.height, "timings": timings},
     )
+
+
+def _ms(start: float, end: float) -> float:
+    return round((end - start) * 1000, 1)
 
 
 def upright_jpeg(data: bytes, max_pixels: int, max_side: int = 2048) -> bytes:

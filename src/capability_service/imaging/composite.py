@@ -432,9 +432,16 @@ def compose(cutout: Cutout, background: UInt8Array, shadow: bool = True, shadow_
 
 
 def encode_canvas(canvas: UInt8Array, fmt: OutputFormat, quality: Quality = "high") -> EncodedImage:
+    started = time.perf_counter()
     image = pyvips.Image.new_from_array(np.ascontiguousarray(canvas), interpretation="srgb")
     data = encode(image, fmt, quality)
-    return EncodedImage(data=data, format=fmt, width=canvas.shape[1], height=canvas.shape[0])
+    return EncodedImage(
+        data=data,
+        format=fmt,
+        width=canvas.shape[1],
+        height=canvas.shape[0],
+        metadata={"timings": {"encode_ms": _ms(started)}},
+    )
 
 
 def preview(cutout: Cutout, background: UInt8Array, max_side: int = 1024) -> bytes:

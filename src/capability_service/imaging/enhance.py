@@ -197,15 +197,19 @@ def _array(image: pyvips.Image, colour_bands: int) -> U8:
     return np.ascontiguousarray(array)
 
 
-def _filtered(image: pyvips.Image, strength: float, options: EnhanceOptions, deadline: Deadline) -> pyvips.Image:
+def _filtered(
+    image: pyvips.Image, strength: float, options: EnhanceOptions, deadline: Deadline, timings: dict[str, float]
+) -> pyvips.Image:
     """Decode once into libvips memory, filter strips of it into one array, wrap that for encoding.
 
     Reading strips from the decoded image (rather than converting all of it to numpy first) saves
     a full-size copy per image in flight.
     """
     profile = image.get("icc-profile-data") if image.get_typeof("icc-profile-data") else None
+    decoding = time.perf_counter()
     decoded = deadline.watch(image).copy_memory()
     deadline.check()
+    timings["decode_ms"] = round((time.perf_counter() - decoding) * 1000, 1)
     has_alpha = decoded.hasalpha()
     colour_bands = decoded.bands - (1 if has_alpha else 0)
     width, height = decoded.width, decoded.height
@@ -239,13 +243,16 @@ def enhance(data: bytes, options: EnhanceOptions) -> EncodedImage:
     info = probe(data, options.max_pixels, options.max_frames)
     strength = max(0, min(10, options.level)) / 10
     notes: dict[str, Any] = {}
+    # decode_ms: the source decoded into memory (a step of its own only when filters run); encode_ms:
+    # the encoder, which also runs the lazy steps before it (orientation, upscale).
+    timings: dict[str, float] = {}
     if info.frames > 1:
         notes["frames"] = 1
         notes["source_frames"] = info.frames
     try:
         image = to_srgb(open_image(data, options.max_pixels, max_frames=options.max_frames), notes)
         if strength > 0:
-            image = _filtered(image, strength, options, deadline)
+            image = _filtered(image, strength, options, deadline, timings)
         if info.orientation != 1:
             if strength == 0:
                 # Turning needs random access, which a sequential decode does not give.
@@ -264,7 +271,9 @@ def enhance(data: bytes, options: EnhanceOptions) -> EncodedImage:
                 image = image.resize(2, kernel="lanczos3")
     except pyvips.Error as exc:
         raise vips_error(exc, "enhanced", deadline) from None
+    encoding = time.perf_counter()
     out = encode(image, options.format, options.quality, background=options.background, deadline=deadline)
+    timings["encode_ms"] = round((time.perf_counter() - encoding) * 1000, 1)
     source_w, source_h = info.upright_size
     return EncodedImage(
         data=out,
@@ -285,5 +294,6 @@ def enhance(data: bytes, options: EnhanceOptions) -> EncodedImage:
             "enhancement_level": options.level,
             **notes,
             "processing_ms": round((time.perf_counter() - started) * 1000, 1),
+            "timings": timings,
         },
     )

@@ -123,6 +123,8 @@ def optimize(data: bytes, options: OptimizeOptions) -> EncodedImage:
             image = drop_opaque_alpha(deadline.watch(image).copy_memory())
     except pyvips.Error as exc:
         raise vips_error(exc, "resized", deadline) from None
+    # libvips streams: the decode and resize above run inside this call, as the encoder pulls pixels.
+    encoding = time.perf_counter()
     out = encode(
         image,
         options.format,
@@ -131,6 +133,7 @@ def optimize(data: bytes, options: OptimizeOptions) -> EncodedImage:
         png_palette=options.png_palette,
         deadline=deadline,
     )
+    encode_ms = round((time.perf_counter() - encoding) * 1000, 1)
     kept_source = False
     source_w, source_h = info.upright_size
     if (
@@ -170,5 +173,6 @@ def optimize(data: bytes, options: OptimizeOptions) -> EncodedImage:
             "kept_source": kept_source,
             **notes,
             "processing_ms": round((time.perf_counter() - started) * 1000, 1),
+            "timings": {"encode_ms": encode_ms},
         },
     )

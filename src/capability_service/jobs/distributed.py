@@ -389,7 +389,8 @@ class ImageWorker:
                 log.warning("heartbeat of task %s failed: %s", task.key, exc)
 
     async def _reconcile_forever(self) -> None:
-        while True:
+        # Until cancelled, even when a Redis call swallowed the cancel (seen under load): `stop` awaits this.
+        while not (task := asyncio.current_task()) or not task.cancelling():
             await asyncio.sleep(self.sweep_seconds)
             try:
                 if await self.store.try_lock(keys.RECONCILE_LOCK, self.sweep_seconds * 0.9):

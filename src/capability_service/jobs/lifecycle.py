@@ -12,6 +12,7 @@ import time
 import uuid
 from typing import Any
 
+from capability_service.core import metrics
 from capability_service.jobs.models import (
     ImageOutcome,
     ImageStatus,
@@ -144,7 +145,19 @@ def close(job: Job, status: JobStatus, reason: str | None = None, now: float | N
     job.message = closing_message(job, status, reason)
     # Data URIs can be megabytes each; a finished job keeps only their summaries.
     job.source_image_urls = [summarize_source(url) for url in job.source_image_urls]
+    observe_closed(job)
     return True
+
+
+def observe_closed(job: Job, closed: bool = True) -> Job:
+    """Count a job that has just closed (`closed`): call it once per job, where the close happened.
+
+    The memory store closes through `close` above; the Redis store calls this when its atomic close
+    reports that it, and no other process, made the change. Returns `job`.
+    """
+    if closed and job.finished_at is not None:
+        metrics.job_closed(job.type, job.status.value, job.tenant, job.finished_at - job.created_at)
+    return job
 
 
 # The decisions that close a job, on any store.

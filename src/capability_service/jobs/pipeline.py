@@ -11,8 +11,10 @@ import time
 
 from pydantic import BaseModel
 
+from capability_service.core.metrics import ErrorClass, cache_lookup
 from capability_service.imaging.types import ImageError
 from capability_service.jobs.cpu import CpuExecutor
+from capability_service.jobs.image_metrics import ImageRun
 from capability_service.jobs.marketplace import marketplace_checks
 from capability_service.jobs.models import ImageOutcome, ImageStatus, Job
 from capability_service.jobs.result_cache import ResultCache
@@ -48,13 +50,23 @@ class ImagePipeline:
         The image's source facts (an Ozon selection's offer_id, product_id, position) go into its
         metadata whatever the outcome, so a failed picture is still traceable to its product.
         """
-        outcome = await self._run(job, index, plugin, config)
+        run = ImageRun(job.type)
+        with run.in_flight():
+            try:
+                outcome, error = await self._run(job, index, plugin, config, run)
+            except asyncio.CancelledError:
+                # The job was cancelled, or the worker is stopping (the image goes back to the queue).
+                run.finish("cancelled", "cancelled")
+                raise
+        run.finish("succeeded" if error == "none" else "failed", error)
         facts = job.facts_of(index)
         if facts:
             outcome.metadata = {**outcome.metadata, **facts}
         return outcome
 
-    async def _run(self, job: Job, index: int, plugin: BasePlugin, config: BaseModel) -> ImageOutcome:
+    async def _run(
+        self, job: Job, index: int, plugin: BasePlugin, config: BaseModel, run: ImageRun
+    ) -> tuple[ImageOutcome, ErrorClass]:
         started = time.perf_counter()
         try:
             async with asyncio.timeout(self.image_timeout):
@@ -64,35 +76,41 @@ class ImagePipeline:
                 async def read_source(url: str) -> bytes:
                     return (await self.fetcher.fetch(url, owner=owner)).data
 
-                source = await self.fetcher.fetch(job.source_image_urls[index], owner=owner)
+                with run.stage("fetch"):
+                    source = await self.fetcher.fetch(job.source_image_urls[index], owner=owner)
                 cache_key = self.cache.key_for(job, plugin, config, source.data)
                 hit = await self.cache.lookup(cache_key) if cache_key is not None else None
+                if cache_key is not None:
+                    cache_lookup("miss" if hit is None else "hit")
                 if hit is not None:
                     result = hit.result
                 else:
                     ctx = ProcessContext(run_cpu=self.cpu.for_tenant(job.tenant), read_source=read_source)
+                    calling = time.perf_counter()
                     result = await plugin.process(job.type, config, source.data, ctx)
+                    run.plugin_call(time.perf_counter() - calling, result.metadata)
                 marketplace = await marketplace_checks(result, job.facts_of(index), self.cpu.for_tenant(job.tenant))
                 key = result_key(job.tenant, job.user_id, job.job_id, index, result.format)
-                stored = await self.storage.put(key, result.data, result.content_type)
+                with run.stage("store"):
+                    stored = await self.storage.put(key, result.data, result.content_type)
                 if cache_key is not None and hit is None:
                     await self.cache.remember(cache_key, stored.key, result)
         except TimeoutError:
-            return self._failed(index, f"processing took longer than {self.image_timeout:.0f} s")
+            return self._failed(index, f"processing took longer than {self.image_timeout:.0f} s"), "timeout"
         except SourceError as exc:
-            return self._failed(index, f"could not read the source: {exc}")
+            return self._failed(index, f"could not read the source: {exc}"), "source"
         except ImageError as exc:
-            return self._failed(index, str(exc))
+            return self._failed(index, str(exc)), "image"
         except ProviderError as exc:
-            return self._failed(index, str(exc))
+            return self._failed(index, str(exc)), "provider"
         except StorageError as exc:
-            return self._failed(index, f"could not store the result: {exc}")
+            return self._failed(index, f"could not store the result: {exc}"), "storage"
         except asyncio.CancelledError:
             raise
         except Exception:
             # A bug, not bad input: keep the job going and log the trace for us, not the seller.
             log.exception("unexpected error on image %d of job %s", index, job.job_id)
-            return self._failed(index, "internal error while processing this image")
+            return self._failed(index, "internal error while processing this image"), "internal"
         return ImageOutcome(
             index=index,
             status=ImageStatus.succeeded,
@@ -112,7 +130,7 @@ class ImagePipeline:
                 "total_ms": round((time.perf_counter() - started) * 1000, 1),
                 "marketplace": marketplace,
             },
-        )
+        ), "none"
 
     @staticmethod
     def _failed(index: int, message: str) -> ImageOutcome:

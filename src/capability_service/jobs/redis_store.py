@@ -657,7 +657,7 @@ class RedisJobStore:
                 return None
             if int(result[0]) == -1:
                 continue
-            return job_from_fields(_fields(result[1]))
+            return lifecycle.observe_closed(job_from_fields(_fields(result[1])), closed=int(result[0]) == 1)
 
     async def request_cancel(self, key: str) -> Job | None:
         with self._guard():

@@ -9,15 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 
 from pydantic import BaseModel, ValidationError
 
+from capability_service.core import log_context
 from capability_service.jobs import lifecycle
+from capability_service.jobs.image_metrics import count_image
 from capability_service.jobs.models import ImageOutcome, ImageStatus, Job, JobStatus
 from capability_service.jobs.pipeline import ImagePipeline
 from capability_service.jobs.store import JobStore
 from capability_service.plugins.base import BasePlugin
 from capability_service.plugins.manager import PluginRegistry
+
+log = logging.getLogger(__name__)
 
 
 class ImageTasks:
@@ -36,6 +41,11 @@ class ImageTasks:
         job = await self.store.get(key)
         if job is None:
             return "skipped: the job no longer exists"
+        # Every line logged for this image, here and in the work it starts, names its job and tenant.
+        with log_context.image_work(tenant=job.tenant, job_id=job.job_id, index=index):
+            return await self._run(key, index, job)
+
+    async def _run(self, key: str, index: int, job: Job) -> str:
         if job.status.is_final:
             return f"skipped: the job is already {job.status.value}"
         if not 0 <= index < job.total:
@@ -56,6 +66,7 @@ class ImageTasks:
         except (KeyError, ValidationError) as exc:
             # Accepted by an API instance whose plugins or settings differ from this process's.
             reason = f"this worker cannot run {job.type!r} jobs: {exc}"
+            count_image(job.type, "failed", "internal")
             return await self._record(key, ImageOutcome(index=index, status=ImageStatus.failed, error=reason))
         await self.store.record_image(key, ImageOutcome(index=index, status=ImageStatus.processing))
         outcome = await self._run_until_cancelled(job, index, plugin, config)
@@ -66,6 +77,7 @@ class ImageTasks:
         return await self._record(key, ImageOutcome(index=index, status=ImageStatus.failed, error=reason))
 
     async def _record(self, key: str, outcome: ImageOutcome) -> str:
+        log.info("image %s%s", outcome.status.value, f": {outcome.error}" if outcome.error else "")
         _snapshot, last = await self.store.record_image(key, outcome)
         if last:
             await lifecycle.close_when_done(self.store, key)

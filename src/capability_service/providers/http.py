@@ -19,6 +19,8 @@ from typing import Any
 
 import httpx
 
+from capability_service.core import metrics
+from capability_service.core.metrics import RemoteResult
 from capability_service.providers.base import ProviderError
 
 log = logging.getLogger(__name__)
@@ -75,6 +77,8 @@ class Failure:
 
     error: ProviderError
     retry_after: float | None = None
+    # Set when no usable HTTP answer came at all ("timeout", "unreachable"); else read from the status.
+    result: RemoteResult | None = None
 
 
 def parse_duration(value: object) -> float | None:
@@ -119,6 +123,20 @@ def brief(text: str, limit: int = 200) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
+def attempt_result(outcome: httpx.Response | Failure) -> RemoteResult:
+    """How one attempt went, as the `result` label of `capsvc_remote_model_attempts_total`."""
+    if isinstance(outcome, httpx.Response):
+        return "ok"
+    if outcome.result is not None:
+        return outcome.result
+    status = outcome.error.status
+    if status == 429:
+        return "rate_limited"
+    if status is not None and status >= 500:
+        return "server_error"
+    return "rejected"
+
+
 class ModelClient:
     """An `httpx.AsyncClient` with a concurrency limit, a per-attempt deadline and retries.
 
@@ -136,8 +154,11 @@ class ModelClient:
         sleep: Sleep = asyncio.sleep,
         rng: random.Random | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        provider: str = "remote",
     ) -> None:
         self.timeout = timeout
+        # The `provider` label of this client's metrics.
+        self.provider = provider
         self.max_concurrency = max_concurrency
         self.policy = policy
         self._secrets = tuple(secret for secret in secrets if secret)
@@ -177,6 +198,7 @@ class ModelClient:
             while True:
                 stats.attempts += 1
                 outcome = await self._attempt(send, inspect, what)
+                self._count(outcome)
                 if isinstance(outcome, httpx.Response):
                     self.last_success = time.monotonic()
                     return outcome, stats
@@ -205,6 +227,7 @@ class ModelClient:
                     wait,
                 )
                 stats.waits.append(wait)
+                metrics.REMOTE_RETRIES.labels(provider=self.provider).inc()
                 await self._sleep(wait)
         finally:
             stats.elapsed = time.perf_counter() - started
@@ -221,14 +244,21 @@ class ModelClient:
                     response = await send(self._client)
             except (TimeoutError, httpx.TimeoutException) as exc:
                 if isinstance(exc, httpx.ConnectTimeout):
-                    return Failure(ProviderError(f"could not connect to {what} (timed out)", retryable=True))
+                    return Failure(
+                        ProviderError(f"could not connect to {what} (timed out)", retryable=True), result="unreachable"
+                    )
                 # Not retried: the model may still be working (and billing); a second wait of the
                 # same length would mostly push the image past the job's own deadline.
-                return Failure(ProviderError(f"{what} did not answer within {self.timeout:g} s"))
+                return Failure(ProviderError(f"{what} did not answer within {self.timeout:g} s"), result="timeout")
             except httpx.TransportError as exc:
-                return Failure(ProviderError(f"could not reach {what}: {type(exc).__name__}", retryable=True))
+                return Failure(
+                    ProviderError(f"could not reach {what}: {type(exc).__name__}", retryable=True), result="unreachable"
+                )
         failure = inspect(response)
         return response if failure is None else failure
+
+    def _count(self, outcome: httpx.Response | Failure) -> None:
+        metrics.REMOTE_ATTEMPTS.labels(provider=self.provider, result=attempt_result(outcome)).inc()
 
     def _final(self, error: ProviderError, stats: CallStats) -> ProviderError:
         kind = type(error)

@@ -88,6 +88,7 @@ class RemoteModelProvider:
             sleep=sleep,
             rng=rng,
             transport=transport,
+            provider=self.name,
         )
         self._health: tuple[float, dict[str, Any]] | None = None
 

@@ -125,6 +125,10 @@ async def _composite(
     out = await ctx.run_cpu(_compose_and_encode, cutout, canvas_bg, shadow, config.format)
     timings["composite_ms"] = _ms(step)
     timings["processing_ms"] = _ms(started)
+    # The stages the service's metrics follow: decoding the photo (for the model, then at full scale
+    # for the product) and encoding the canvas.
+    timings["decode_ms"] = round(cutout.timings.get("decode_ms", 0.0) + cutout.timings.get("decode_product_ms", 0.0), 1)
+    timings["encode_ms"] = out.metadata.pop("timings", {}).get("encode_ms", 0.0)
     out.metadata.update(
         {
             "engine": engine,
@@ -168,6 +172,7 @@ async def _generative(
     )
     remote_ms = _ms(remote)
     out = await ctx.run_cpu(canvas.fit_to_target, result.image, width, height, config.format, settings.max_image_pixels)
+    fitted = out.metadata.pop("timings", {})
     out.metadata.update(
         {
             "engine": provider.name,
@@ -175,7 +180,7 @@ async def _generative(
             "background": f"whole photo edited by the remote model: {config.background_prompt}",
             "product_preserved": False,
             "note": "generative mode lets the model redraw the whole photo; the product may differ",
-            "timings": {"remote_ms": remote_ms, "processing_ms": _ms(started)},
+            "timings": {**fitted, "remote_ms": remote_ms, "processing_ms": _ms(started)},
             **{f"model_{key}": value for key, value in result.details.items()},
         }
     )
