@@ -29,6 +29,7 @@ gets a copy of its own, so B processes the same pixels alone and under load.
     python benchmarks/bench_fairness.py --quick           # 60 A images, for a busy machine
     python benchmarks/bench_fairness.py --images 200 --engines memory
     python benchmarks/bench_fairness.py --workers 2 --concurrency 1
+    python benchmarks/bench_fairness.py --env MAX_IMAGES_IN_FLIGHT=2   # any setting, for every process
 
 Needs `redis-server` on PATH for the Redis mode. Exits 1 when a job fails or does not finish in time, or when
 A's work ended before B's last job (B would not have been measured under load); 2 when a ratio misses the target.
@@ -309,7 +310,8 @@ class CopyUrls:
 @contextmanager
 def engine_processes(engine: Engine, work: Path, redis_url: str | None) -> Iterator[tuple[Service, list[int]]]:
     """The engine's processes, running and ready; yields the service and the ids of all its processes."""
-    overrides = dict(engine.serve)
+    # Results (and the result cache's entries) of each engine apart: nothing one engine did is a hit in the next.
+    overrides = {**engine.serve, "LOCAL_STORAGE_DIR": str(work / f"results-{engine.name}")}
     if engine.workers:
         assert redis_url is not None
         overrides |= {"JOB_BACKEND": "redis", "REDIS_URL": redis_url}
@@ -365,7 +367,11 @@ def main() -> int:
     parser.add_argument("--engines", choices=("both", "memory", "redis"), default="both")
     parser.add_argument("--workers", type=int, default=1, help="worker processes in Redis mode [1]")
     parser.add_argument("--concurrency", type=int, default=2, help="images per worker process [2]")
+    parser.add_argument("--env", action="append", default=[], help="KEY=VALUE setting for every process")
     args = parser.parse_args()
+    if any("=" not in item for item in args.env):
+        parser.error("--env takes KEY=VALUE")
+    settings = dict(item.split("=", 1) for item in args.env)
     if args.images is None:
         args.images = 60 if args.quick else 400
     if args.images < 1 or args.a_jobs < 1 or args.rounds < 1 or args.distinct < 1:
@@ -373,18 +379,19 @@ def main() -> int:
 
     per_job = str(max(100, math.ceil(args.images / args.a_jobs)))
     engines = [
-        Engine("memory", "one `serve` (memory mode, defaults)", {"MAX_IMAGES_PER_JOB": per_job}),
+        Engine("memory", "one `serve` (memory mode)", {"MAX_IMAGES_PER_JOB": per_job, **settings}),
         Engine(
             "redis",
             f"one `serve` (JOB_BACKEND=redis, runs no images) + {args.workers} worker process"
             f"{'es' if args.workers > 1 else ''} x concurrency {args.concurrency}",
-            {"MAX_IMAGES_PER_JOB": per_job},
+            {"MAX_IMAGES_PER_JOB": per_job, **settings},
             workers=args.workers,
             concurrency=args.concurrency,
         ),
     ]
     engines = [engine for engine in engines if args.engines in ("both", engine.name)]
     print(f"start: {load_line()}")
+    print(f"settings: {' '.join(args.env) if args.env else 'the defaults'} (and MAX_IMAGES_PER_JOB={per_job})")
     print(
         f"A: {args.images} x ~10 MP photos in {args.a_jobs} job{'s' if args.a_jobs > 1 else ''} "
         f"({args.distinct} distinct photos, every source a different file); B: one 10 MP photo per job; "
@@ -398,9 +405,10 @@ def main() -> int:
         with ExitStack() as stack:
             base = stack.enter_context(serve_copies(photos))
             redis_url = stack.enter_context(redis_server()) if any(e.workers for e in engines) else None
+            # One source of URLs for the whole run: no source is ever used twice.
+            urls = CopyUrls(base, a_photos, b_photo)
             for engine in engines:
                 print(f"{engine.name} mode: {engine.description}; {load_line()}")
-                urls = CopyUrls(base, a_photos, b_photo)
                 try:
                     with engine_processes(engine, work, redis_url) as (service, pids):
                         result = asyncio.run(measure(service, pids, engine, args, urls))
