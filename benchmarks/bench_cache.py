@@ -40,7 +40,8 @@ if not __package__:  # run as a script: its own folder is on sys.path, the repos
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._corpus import serve_directory, write_corpus
-from benchmarks._service import cpu_seconds, run_job, running_service
+from benchmarks._proc import cpu_seconds
+from benchmarks._service import run_job, running_service
 
 TARGET = 0.10
 # Each type with its default config: what a seller gets without choosing anything.
@@ -79,7 +80,7 @@ def measure(work: Path, cache: bool, job_type: str, sources: list[str], warm_up:
     label = "on" if cache else "off"
     overrides = {"RESULT_CACHE": "true" if cache else "false"}
     with (
-        running_service(work, overrides, log_path=work / f"serve-cache-{label}.log") as service,
+        running_service(work, overrides, name=f"serve-cache-{label}") as service,
         httpx.Client(base_url=service.url, timeout=60) as client,
     ):
         run_once(client, service.pid, f"warm-up-{label}", job_type, [warm_up])

@@ -57,10 +57,12 @@ import httpx
 if not __package__:  # run as a script: its own folder is on sys.path, the repository root is not
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from tests.support.processes import ApiProcess
 from tests.support.servers import redis_server
 
 from benchmarks._corpus import serve_copies, write_corpus
-from benchmarks._service import FINAL, Service, cpu_seconds, running_service, running_workers
+from benchmarks._proc import cpu_seconds, machine_busy_seconds
+from benchmarks._service import FINAL, running_service, running_workers
 
 KEY_A = "tenant-a-key-0123456789"
 KEY_B = "tenant-b-key-0123456789"
@@ -116,17 +118,11 @@ class CPUWatch:
 
     def __init__(self) -> None:
         self.started = time.perf_counter()
-        self.busy = self._busy()
-
-    @staticmethod
-    def _busy() -> float:
-        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-        user, nice, system, _idle, _iowait, irq, softirq, steal = (int(value) for value in fields[:8])
-        return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+        self.busy = machine_busy_seconds()
 
     def cores_busy(self) -> float:
         """Cores' worth of CPU the whole machine used since the start."""
-        return (self._busy() - self.busy) / max(1e-9, time.perf_counter() - self.started)
+        return (machine_busy_seconds() - self.busy) / max(1e-9, time.perf_counter() - self.started)
 
 
 def load_line() -> str:
@@ -223,7 +219,7 @@ class EngineResult:
 
 
 async def measure(
-    service: Service, pids: list[int], engine: Engine, args: argparse.Namespace, urls: CopyUrls
+    service: ApiProcess, pids: list[int], engine: Engine, args: argparse.Namespace, urls: CopyUrls
 ) -> EngineResult:
     async with httpx.AsyncClient(base_url=service.url, timeout=60) as client:
         if engine.workers:
@@ -308,21 +304,18 @@ class CopyUrls:
 
 
 @contextmanager
-def engine_processes(engine: Engine, work: Path, redis_url: str | None) -> Iterator[tuple[Service, list[int]]]:
+def engine_processes(engine: Engine, work: Path, redis_url: str | None) -> Iterator[tuple[ApiProcess, list[int]]]:
     """The engine's processes, running and ready; yields the service and the ids of all its processes."""
     # Results (and the result cache's entries) of each engine apart: nothing one engine did is a hit in the next.
-    overrides = {**engine.serve, "LOCAL_STORAGE_DIR": str(work / f"results-{engine.name}")}
+    overrides = {**engine.serve, "API_KEYS": API_KEYS, "LOCAL_STORAGE_DIR": str(work / f"results-{engine.name}")}
     if engine.workers:
         assert redis_url is not None
         overrides |= {"JOB_BACKEND": "redis", "REDIS_URL": redis_url}
     with ExitStack() as stack:
-        service = stack.enter_context(
-            running_service(work, overrides, api_key=API_KEYS, log_path=work / f"serve-{engine.name}.log")
-        )
+        service = stack.enter_context(running_service(work, overrides, name=f"serve-{engine.name}"))
         pids = [service.pid]
         if engine.workers:
-            worker_env = {"API_KEYS": API_KEYS, **overrides}
-            workers = running_workers(work, engine.workers, worker_env, concurrency=engine.concurrency)
+            workers = running_workers(work, engine.workers, overrides, concurrency=engine.concurrency)
             pids += [worker.pid for worker in stack.enter_context(workers)]
         yield service, pids
 
