@@ -341,6 +341,19 @@ def report(engine: Engine, result: EngineResult) -> float:
         f"  A: {result.loaded[0].a_done_at_submit} images finished before B's first job, "
         f"{result.a_done_at_cancel} of {result.a_images} when cancelled (cancel took {result.cancel_s:.2f} s)"
     )
+
+    def median_of(runs: list[BRun], part: str) -> float:
+        return statistics.median(float(getattr(run, part)) for run in runs)
+
+    parts = [("before its image started", "queued_s"), ("download / CPU turn / upload", "pipeline_other_s")]
+    print(
+        "  where B's time went, median alone -> under load: "
+        + ", ".join(
+            f"{label} {median_of(result.idle, part):.2f} -> {median_of(result.loaded, part):.2f} s"
+            for label, part in parts
+        )
+        + f", CPU step {median_of(result.idle, 'processing_s'):.2f} -> {median_of(result.loaded, 'processing_s'):.2f} s"
+    )
     print(f"  machine CPU in use while A ran: {result.busy_cores:.2f} of {os.cpu_count()} cores (all processes)")
     verdict = "met" if ratio <= TARGET_RATIO else "MISSED"
     print(
