@@ -216,6 +216,8 @@ class EngineResult:
     a_done_at_cancel: int
     cancel_s: float
     busy_cores: float
+    # A's images per second from its submit to the cancel (B's jobs ran meanwhile).
+    a_rate: float
 
 
 async def measure(
@@ -232,7 +234,7 @@ async def measure(
             if number:
                 idle.append(run)
 
-        # A's catalogue, then B once A's first image is done (every slot busy with A's images).
+        # A's catalogue, then B's jobs, each once two more of A's images are done (every slot A's again).
         a_sources = [urls.a() for _ in range(args.images)]
         per_job = math.ceil(len(a_sources) / args.a_jobs)
         a_jobs = [f"a-{engine.name}-{n}" for n in range(math.ceil(len(a_sources) / per_job))]
@@ -248,6 +250,7 @@ async def measure(
             mark = run.a_done_at_submit + run.a_finished_meanwhile
         busy = watch.cores_busy()
         a_done, a_live = await a_processed(client, a_jobs)
+        a_rate = a_done / (time.perf_counter() - watch.started)
         if not a_live:
             raise RuntimeError(
                 f"A's {args.images} images were all done before B's last job: B was not measured under load "
@@ -268,7 +271,7 @@ async def measure(
         await quiet(pids)
         for number in range(args.rounds):
             idle.append(await b_job(client, urls.b(), f"b-idle-after-{engine.name}-{number}"))
-    return EngineResult(idle, loaded, args.images, a_done_at_cancel, cancel_s, busy)
+    return EngineResult(idle, loaded, args.images, a_done_at_cancel, cancel_s, busy, a_rate)
 
 
 async def quiet(pids: list[int], timeout: float = 120) -> None:
@@ -339,7 +342,8 @@ def report(engine: Engine, result: EngineResult) -> float:
             print(f"  {label + ':':13} {breakdown(run)}{extra}")
     print(
         f"  A: {result.loaded[0].a_done_at_submit} images finished before B's first job, "
-        f"{result.a_done_at_cancel} of {result.a_images} when cancelled (cancel took {result.cancel_s:.2f} s)"
+        f"{result.a_done_at_cancel} of {result.a_images} when cancelled (cancel took {result.cancel_s:.2f} s); "
+        f"A's throughput meanwhile {result.a_rate:.2f} images/s"
     )
 
     def median_of(runs: list[BRun], part: str) -> float:
