@@ -18,6 +18,7 @@ are in the service's CPU time too.
     python benchmarks/bench_cache.py                               # 20 photos, batch_optimization
     python benchmarks/bench_cache.py --type image_enhancement      # a heavier pipeline
     python benchmarks/bench_cache.py --photos 8                    # quicker
+    python benchmarks/bench_cache.py --env CPU_WORKERS=1           # any setting of the service
 
 Exits 1 when a job fails or a check fails (a miss in the second run, different result bytes), 2 when the
 ratio misses the target.
@@ -75,10 +76,12 @@ def run_once(client: httpx.Client, pid: int, job_id: str, job_type: str, sources
     return Run(cpu, wall, [str(image.get("cache")) for image in images], digests)
 
 
-def measure(work: Path, cache: bool, job_type: str, sources: list[str], warm_up: str) -> tuple[Run, Run]:
+def measure(
+    work: Path, cache: bool, job_type: str, sources: list[str], warm_up: str, settings: dict[str, str]
+) -> tuple[Run, Run]:
     """Two runs of the same job on a service with the result cache on or off; checks their `cache` fields."""
     label = "on" if cache else "off"
-    overrides = {"RESULT_CACHE": "true" if cache else "false"}
+    overrides = {**settings, "RESULT_CACHE": "true" if cache else "false"}
     with (
         running_service(work, overrides, name=f"serve-cache-{label}") as service,
         httpx.Client(base_url=service.url, timeout=60) as client,
@@ -113,9 +116,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--photos", type=int, default=20, help="photos in the job [20]")
     parser.add_argument("--type", choices=sorted(CONFIGS), default="batch_optimization", help="job type [%(default)s]")
+    parser.add_argument("--env", action="append", default=[], help="KEY=VALUE setting for the service")
     args = parser.parse_args()
     if args.photos < 1:
         parser.error("--photos must be at least 1")
+    if any("=" not in item for item in args.env):
+        parser.error("--env takes KEY=VALUE")
+    settings = dict(item.split("=", 1) for item in args.env)
 
     print(f"start: load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     with tempfile.TemporaryDirectory(prefix="bench-cache-") as tmp:
@@ -124,7 +131,8 @@ def main() -> int:
         source_bytes = sum(photo.stat().st_size for photo in photos[:-1])
         print(
             f"job: {args.type} (default config) over {args.photos} distinct ~10 MP photos "
-            f"({source_bytes / 2**20:.0f} MiB of JPEG), one `serve` in memory mode, default settings"
+            f"({source_bytes / 2**20:.0f} MiB of JPEG), one `serve` in memory mode, "
+            f"settings: {' '.join(args.env) if args.env else 'the defaults'}"
         )
         ratios: dict[str, float] = {}
         with serve_directory(work / "corpus") as base:
@@ -133,7 +141,7 @@ def main() -> int:
             for cache in (True, False):
                 label = f"RESULT_CACHE={'true' if cache else 'false'}"
                 try:
-                    first, second = measure(work, cache, args.type, sources, warm_up)
+                    first, second = measure(work, cache, args.type, sources, warm_up, settings)
                 except (CheckFailed, TimeoutError, httpx.HTTPError) as exc:
                     print(f"error: {exc}", file=sys.stderr)
                     return 1
