@@ -338,7 +338,7 @@ def report(engine: Engine, result: EngineResult) -> float:
     worst = max(run.seconds for run in result.loaded) / idle
     for label, runs in (("B alone", result.idle), ("B under load", result.loaded)):
         for run in runs:
-            extra = f"; A finished {run.a_finished_meanwhile} images meanwhile" if runs is result.loaded else ""
+            extra = f"; A's images finished meanwhile: {run.a_finished_meanwhile}" if runs is result.loaded else ""
             print(f"  {label + ':':13} {breakdown(run)}{extra}")
     print(
         f"  A: {result.loaded[0].a_done_at_submit} images finished before B's first job, "
