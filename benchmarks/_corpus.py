@@ -8,12 +8,13 @@ image cheaper than the first. The same `count` always gives the same files.
 
 from __future__ import annotations
 
+import struct
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ import pyvips
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SOURCE_PHOTO = REPO_ROOT / "tests" / "data" / "camera_3648x2736.jpg"
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+JPEG_START = b"\xff\xd8"
 
 
 def _variant(source: pyvips.Image, index: int) -> tuple[pyvips.Image, dict[str, Any]]:
@@ -114,6 +116,62 @@ def serve_directory(directory: Path) -> Iterator[str]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, name="corpus-http", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def jpeg_copy(data: bytes, copy: int) -> bytes:
+    """The JPEG `data` with a comment segment naming `copy` right after its start marker.
+
+    The pixels and the decoding work are exactly those of `data`, the bytes differ: a content-hash
+    cache (the service's result cache) sees a new photo, so many sources can be made from a few
+    photos without writing them all to disk.
+    """
+    if not data.startswith(JPEG_START):
+        raise ValueError("not a JPEG: copies are made of JPEG photos only")
+    comment = f"copy {copy}".encode()
+    # COM marker, then a big-endian length that counts itself (2 bytes) and the text.
+    return data[:2] + b"\xff\xfe" + struct.pack(">H", len(comment) + 2) + comment + data[2:]
+
+
+@contextmanager
+def serve_copies(photos: list[Path]) -> Iterator[str]:
+    """Serve copies of JPEG `photos` at `{base}/{copy}/{photo name}` on an ephemeral 127.0.0.1 port.
+
+    Each (copy, photo) pair has bytes of its own (see `jpeg_copy`); the photos are read once and
+    held in memory. Yields the base URL; the server stops when the block exits.
+    """
+    originals = {photo.name: photo.read_bytes() for photo in photos}
+    for photo in photos:
+        # Refused now, not as a failed download in the middle of a run.
+        if not originals[photo.name].startswith(JPEG_START):
+            raise ValueError(f"{photo} is not a JPEG: copies are made of JPEG photos only")
+
+    class CopyHandler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            copy, _, name = self.path.lstrip("/").partition("/")
+            data = originals.get(name)
+            if data is None or not copy.isdigit():
+                self.send_error(404)
+                return
+            body = jpeg_copy(data, int(copy))
+            self.send_response(200)
+            self.send_header("Content-Type", "image/jpeg")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), CopyHandler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, name="corpus-copies-http", daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}"
