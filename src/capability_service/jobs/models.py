@@ -58,13 +58,19 @@ def summarize_source(url: str) -> str:
 
 
 def payload_fingerprint(job_type: str, user_id: str | None, config: dict[str, Any], sources: list[str]) -> str:
-    """Same fingerprint iff the same submission: decides idempotent replay vs 409 on a reused job id."""
-    canonical = json.dumps(
-        {"type": job_type, "user_id": user_id, "config": config, "sources": sources},
-        sort_keys=True,
-        separators=(",", ":"),
-    )
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    """Same fingerprint iff the same submission: decides idempotent replay vs 409 on a reused job id.
+
+    Sources are hashed one by one (data: URIs can be megabytes each): no serialised copy of the whole
+    submission is made. Each is length-prefixed, so no two lists of sources hash alike.
+    """
+    digest = hashlib.sha256()
+    head = json.dumps({"type": job_type, "user_id": user_id, "config": config}, sort_keys=True, separators=(",", ":"))
+    digest.update(head.encode("utf-8"))
+    for url in sources:
+        data = url.encode("utf-8")
+        digest.update(len(data).to_bytes(8, "big"))
+        digest.update(data)
+    return digest.hexdigest()
 
 
 def job_key(tenant: str, job_id: str) -> str:
