@@ -103,6 +103,8 @@ class Settings(BaseSettings):
     source_connect_timeout_seconds: float = Field(5.0, gt=0)
     source_timeout_seconds: float = Field(30.0, gt=0)
     source_max_concurrency: int = Field(8, ge=1, le=64)
+    # Of those downloads at once, the most from one host, so one slow host cannot stall every job's downloads.
+    source_max_per_host: int = Field(4, ge=1, le=64)
 
     # Images
     max_image_pixels: int = Field(50_000_000, ge=1)
