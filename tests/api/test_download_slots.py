@@ -11,7 +11,7 @@ from typing import Any
 
 from tests.api.helpers import wait_final
 from tests.support.data import read_image
-from tests.support.servers import http_server, static_bytes
+from tests.support.servers import Route, http_server, static_bytes
 
 SHOP_A = {"X-API-Key": "shop-a-key-0123456789"}
 SHOP_B = {"X-API-Key": "shop-b-key-0123456789"}
@@ -69,7 +69,7 @@ async def test_a_slow_host_holds_only_its_share_of_the_download_slots(make_clien
         source_timeout_seconds=HOLD_LIMIT_SECONDS,
     )
     slow = HeldRoute()
-    slow_routes = {f"/slow/{n}.jpg": slow for n in range(10)}
+    slow_routes: dict[str, Route] = {f"/slow/{n}.jpg": slow for n in range(10)}
     fast_routes = {"/b.jpg": static_bytes(PHOTO)}
     with released_at_exit(slow), http_server(slow_routes) as slow_base, http_server(fast_routes) as fast:
         # The same loopback server under another name: `localhost` is the slow host, 127.0.0.1 the fast one.
