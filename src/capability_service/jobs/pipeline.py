@@ -24,6 +24,7 @@ from capability_service.sources.errors import SourceError
 from capability_service.sources.fetch import SourceFetcher
 from capability_service.storage.base import Storage, StorageError
 from capability_service.storage.keys import owner_prefix, result_key
+from capability_service.storage.retry import put_with_retry
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +38,13 @@ class ImagePipeline:
         cpu: CpuExecutor,
         image_timeout: float,
         cache: ResultCache | None = None,
+        storage_retry_seconds: float = 0.0,
     ) -> None:
         self.fetcher = fetcher
         self.storage = storage
         self.cpu = cpu
         self.image_timeout = image_timeout
+        self.storage_retry_seconds = storage_retry_seconds
         self.cache = cache or ResultCache(storage, enabled=False, ttl_seconds=0)
 
     async def run(self, job: Job, index: int, plugin: BasePlugin, config: BaseModel) -> ImageOutcome:
@@ -69,7 +72,7 @@ class ImagePipeline:
     ) -> tuple[ImageOutcome, ErrorClass]:
         started = time.perf_counter()
         try:
-            async with asyncio.timeout(self.image_timeout):
+            async with asyncio.timeout(self.image_timeout) as limit:
                 # Jobs read stored results of their own tenant's same user only.
                 owner = owner_prefix(job.tenant, job.user_id)
 
@@ -92,7 +95,10 @@ class ImagePipeline:
                 marketplace = await marketplace_checks(result, job.facts_of(index), self.cpu.for_tenant(job.tenant))
                 key = result_key(job.tenant, job.user_id, job.job_id, index, result.format)
                 with run.stage("store"):
-                    stored = await self.storage.put(key, result.data, result.content_type)
+                    # A processed image outlasts a short storage outage, within the image's own time limit.
+                    stored = await put_with_retry(
+                        self.storage, key, result.data, result.content_type, window=self._retry_window(limit)
+                    )
                 if cache_key is not None and hit is None:
                     await self.cache.remember(cache_key, stored.key, result)
         except TimeoutError:
@@ -131,6 +137,12 @@ class ImagePipeline:
                 "marketplace": marketplace,
             },
         ), "none"
+
+    def _retry_window(self, limit: asyncio.Timeout) -> float:
+        deadline = limit.when()
+        if deadline is None:
+            return self.storage_retry_seconds
+        return min(self.storage_retry_seconds, deadline - asyncio.get_running_loop().time())
 
     @staticmethod
     def _failed(index: int, message: str) -> ImageOutcome:

@@ -26,7 +26,8 @@ import re
 import ssl
 import stat
 import zlib
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, unquote_to_bytes, urlsplit
@@ -69,7 +70,10 @@ class FetchLimits:
     # Attempts after the first, on connection errors and 5xx answers.
     retries: int = 2
     backoff: float = 0.25
+    # Downloads at once over all jobs, and at most this many of them from one host: a slow host can
+    # then hold only part of the slots, and downloads from other hosts go on beside it.
     max_concurrency: int = 8
+    max_per_host: int = 4
 
 
 class _Retryable(Exception):
@@ -187,6 +191,29 @@ class _BodyDecoder:
         return out
 
 
+class _HostSlots:
+    """A semaphore per host, made when a host is first used and dropped when no download needs it."""
+
+    def __init__(self, per_host: int) -> None:
+        self._per_host = per_host
+        self._slots: dict[str, asyncio.Semaphore] = {}
+        # Downloads holding or waiting for each host's semaphore, so idle hosts leave no entry behind.
+        self._users: dict[str, int] = {}
+
+    @asynccontextmanager
+    async def hold(self, host: str) -> AsyncIterator[None]:
+        host = host.lower().rstrip(".")
+        slots = self._slots.setdefault(host, asyncio.Semaphore(self._per_host))
+        self._users[host] = self._users.get(host, 0) + 1
+        try:
+            async with slots:
+                yield
+        finally:
+            self._users[host] -= 1
+            if not self._users[host]:
+                del self._users[host], self._slots[host]
+
+
 class SourceFetcher:
     """Fetches sources for jobs. One instance (and one HTTP connection pool) per process."""
 
@@ -207,6 +234,7 @@ class SourceFetcher:
         self.local_root = local_root.resolve() if local_root is not None else None
         self.storage = storage
         self._slots = asyncio.Semaphore(self.limits.max_concurrency)
+        self._host_slots = _HostSlots(min(self.limits.max_per_host, self.limits.max_concurrency))
         # The transport is used directly, without an httpx client around it: no cookie jar shared
         # between sellers' sources, no proxy from the environment, and redirects handled here only.
         self._transport = GuardedTransport(
@@ -231,6 +259,7 @@ class SourceFetcher:
             connect_timeout=settings.source_connect_timeout_seconds,
             total_timeout=settings.source_timeout_seconds,
             max_concurrency=settings.source_max_concurrency,
+            max_per_host=settings.source_max_per_host,
         )
         return cls(
             limits,
@@ -336,7 +365,9 @@ class SourceFetcher:
     async def _fetch_http(self, url: str) -> FetchedSource:
         target = self._checked_url(url)
         total = self.limits.total_timeout
-        async with self._slots:
+        # The host's slot first: a download waiting for its busy host must not sit on one of the
+        # shared slots meanwhile. The host is the one the job named; redirects stay in its slot.
+        async with self._host_slots.hold(target.host), self._slots:
             try:
                 async with asyncio.timeout(total):
                     return await self._attempts(target)

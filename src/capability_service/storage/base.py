@@ -10,6 +10,10 @@ class StorageError(Exception):
     """A write or read failed; the message says why in words a person can act on."""
 
 
+class TransientStorageError(StorageError):
+    """A failure the same call may not meet again shortly: the store unreachable, a 5xx, a full disk."""
+
+
 @dataclass(frozen=True, slots=True)
 class StoredObject:
     """Where one written object lives."""

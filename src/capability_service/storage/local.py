@@ -3,15 +3,43 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
-from capability_service.storage.base import StorageError, StoredObject
+from capability_service.storage.base import StorageError, StoredObject, TransientStorageError
 
 FILES_ROUTE = "/files"
+
+# Write failures that can clear by themselves: a full disk or quota being freed, and the I/O and
+# connection errors of network file systems (NFS, SMB, FUSE mounts) while their server is away.
+# Permissions, read-only file systems and bad names stay failures at once.
+TRANSIENT_ERRNOS = frozenset(
+    {
+        errno.EIO,
+        errno.ENOSPC,
+        errno.EDQUOT,
+        errno.EAGAIN,
+        errno.EBUSY,
+        errno.EINTR,
+        errno.ESTALE,
+        errno.ETIMEDOUT,
+        errno.ENOTCONN,
+        errno.ECONNREFUSED,
+        errno.ECONNRESET,
+        errno.EHOSTDOWN,
+        errno.EHOSTUNREACH,
+    }
+)
+
+
+def write_error(exc: OSError) -> StorageError:
+    """The storage error for a failed write: transient (worth retrying) or not, by its errno."""
+    message = f"could not write result to local storage: {exc.strerror}"
+    return TransientStorageError(message) if exc.errno in TRANSIENT_ERRNOS else StorageError(message)
 
 
 class LocalStorage:
@@ -61,7 +89,7 @@ class LocalStorage:
         try:
             await asyncio.to_thread(self._write, path, data)
         except OSError as exc:
-            raise StorageError(f"could not write result to local storage: {exc.strerror}") from exc
+            raise write_error(exc) from exc
         return StoredObject(key=key, url=await self.url_for(key), size=len(data), content_type=content_type)
 
     async def get(self, key: str) -> bytes:

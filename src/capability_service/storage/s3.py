@@ -15,10 +15,11 @@ from urllib.parse import quote, unquote, urlsplit
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from capability_service.core.config import Settings
-from capability_service.storage.base import StorageError, StoredObject
+from capability_service.storage.base import StorageError, StoredObject, TransientStorageError
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -27,6 +28,15 @@ T = TypeVar("T")
 
 # A result URL is written once per job image, so caches may keep it for a day (same as /files).
 CACHE_CONTROL = "public, max-age=3600"
+
+
+# Answers S3 and R2 give while overloaded or restarting, whatever their HTTP status.
+_TRANSIENT_CODES = frozenset({"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "Throttling"})
+
+
+def _client_error_is_transient(exc: ClientError) -> bool:
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+    return status >= 500 or exc.response.get("Error", {}).get("Code") in _TRANSIENT_CODES
 
 
 def _client_error_text(exc: ClientError) -> str:
@@ -132,7 +142,12 @@ class S3Storage:
                 CacheControl=CACHE_CONTROL,
             )
         except ClientError as exc:
-            raise StorageError(f"the object store refused the upload ({_client_error_text(exc)})") from exc
+            text = _client_error_text(exc)
+            if _client_error_is_transient(exc):
+                raise TransientStorageError(f"the object store failed the upload ({text})") from exc
+            raise StorageError(f"the object store refused the upload ({text})") from exc
+        except (BotoConnectionError, HTTPClientError) as exc:
+            raise TransientStorageError(f"the object store could not be reached: {exc}") from exc
         except BotoCoreError as exc:
             raise StorageError(f"the object store could not be reached: {exc}") from exc
         return StoredObject(key=key, url=await self.url_for(key), size=len(data), content_type=content_type)
