@@ -131,9 +131,7 @@ def host_allowed(host: str, allowed: Sequence[str]) -> bool:
     return False
 
 
-def _read_local_file(
-    candidate: Path, root: Path, shown: str, max_bytes: int, forbidden: Sequence[Path] = ()
-) -> bytes:
+def _read_local_file(candidate: Path, root: Path, shown: str, max_bytes: int, forbidden: Sequence[Path] = ()) -> bytes:
     # Resolve symlinks and `..` first, then compare with the root: a link inside the root that points
     # outside is refused like a plain `../`. The message never shows where a link points.
     real = candidate.resolve(strict=False)
