@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     ai_timeout_seconds: float = Field(120.0, gt=0)
     ai_max_concurrency: int = Field(4, ge=1, le=64)
     ai_max_retries: int = Field(3, ge=0, le=10)
+    # Largest answer read from the remote model (an image answer is a few MB of base64); a larger one is a
+    # per-image error, and is never held whole in memory.
+    ai_max_response_bytes: int = Field(64 * 1024 * 1024, ge=64 * 1024)
     openai_api_base: str = "https://api.openai.com/v1"
     openai_api_key: SecretStr | None = None
     openai_model: str = "gpt-image-1"
