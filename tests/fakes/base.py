@@ -227,7 +227,7 @@ class FakeModelServer:
 
     # -- the request path ---------------------------------------------------------------------
 
-    def _dispatch(self, request: Recorded) -> Reply | Drop:
+    def _dispatch(self, request: Recorded) -> Reply | Drop | Streamed:
         with self._lock:
             self.requests.append(request)
         early = self.route(request)
