@@ -117,6 +117,11 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(50 * 1024 * 1024, ge=1024)
     # Largest job submission body: data: URIs make it big; larger batches should pass URLs instead.
     max_job_request_bytes: int = Field(200 * 1024 * 1024, ge=1024)
+    # Job submissions above LARGE_BODY_BYTES are read at most MAX_CONCURRENT_LARGE_BODIES at once per process
+    # (reading one costs memory in proportion); one that gets no turn within LARGE_BODY_WAIT_SECONDS is a 503.
+    large_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+    max_concurrent_large_bodies: int = Field(2, ge=1, le=1024)
+    large_body_wait_seconds: float = Field(10.0, ge=0, le=600)
 
     # Jobs
     job_backend: Literal["memory", "redis"] = "memory"
