@@ -13,6 +13,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from capability_service import __version__
 from capability_service.api.auth import ApiKeyGate
 from capability_service.api.errors import install_error_handlers
+from capability_service.api.large_bodies import LargeBodyGate, LargeBodyTurns
 from capability_service.api.limits import BodySizeLimit
 from capability_service.api.observe import (
     REQUEST_ID_HEADER,
@@ -67,6 +68,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Added innermost first: a request meets the request id, the request metrics, CORS, then the key
     # check, then the body limits, so every answer (401s and 413s too) carries its request id and CORS
     # headers and is counted, and nobody without a key gets a body read or measured.
+    # Innermost of the body checks: a body over its size limit is refused before it waits for a turn.
+    app.state.large_bodies = LargeBodyTurns(
+        threshold=settings.large_body_bytes,
+        slots=settings.max_concurrent_large_bodies,
+        wait=settings.large_body_wait_seconds,
+    )
+    app.add_middleware(LargeBodyGate, paths=frozenset({"/api/v1/ai/job"}), turns=app.state.large_bodies)
     app.add_middleware(
         BodySizeLimit,
         limits={

@@ -64,7 +64,23 @@ class Drop:
     """Close the connection without answering."""
 
 
-Scripted = Reply | Stall | Drop
+@dataclass
+class Streamed:
+    """An answer whose body is written piece by piece as `chunks` makes it, never held whole.
+
+    With `length` the answer declares its size in Content-Length; without it, it is sent chunked
+    (as a proxy that does not know the size would), so only the bytes that arrive tell the size.
+    """
+
+    chunks: Callable[[], Iterator[bytes]]
+    length: int | None = None
+    status: int = 200
+    content_type: str = "application/json"
+    # Bytes actually written before the client stopped reading (or all of them).
+    sent: int = 0
+
+
+Scripted = Reply | Stall | Drop | Streamed
 Rule = Callable[[Recorded], Scripted | None]
 
 
@@ -95,6 +111,9 @@ class _Handler(BaseHTTPRequestHandler):
         if isinstance(answer, Drop):
             self.close_connection = True
             return
+        if isinstance(answer, Streamed):
+            self._stream(answer)
+            return
         try:
             self.send_response(answer.status)
             self.send_header("Content-Type", answer.content_type)
@@ -105,6 +124,27 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(answer.body)
         except OSError:
             # The client gave up (a timeout test); nothing to answer any more.
+            self.close_connection = True
+
+    def _stream(self, answer: Streamed) -> None:
+        try:
+            self.send_response(answer.status)
+            self.send_header("Content-Type", answer.content_type)
+            if answer.length is not None:
+                self.send_header("Content-Length", str(answer.length))
+            else:
+                self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for chunk in answer.chunks():
+                if answer.length is None:
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                else:
+                    self.wfile.write(chunk)
+                answer.sent += len(chunk)
+            if answer.length is None:
+                self.wfile.write(b"0\r\n\r\n")
+        except OSError:
+            # The client stopped reading (an answer over its size cap): nothing more to send.
             self.close_connection = True
 
 
@@ -187,7 +227,7 @@ class FakeModelServer:
 
     # -- the request path ---------------------------------------------------------------------
 
-    def _dispatch(self, request: Recorded) -> Reply | Drop:
+    def _dispatch(self, request: Recorded) -> Reply | Drop | Streamed:
         with self._lock:
             self.requests.append(request)
         early = self.route(request)

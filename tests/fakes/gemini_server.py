@@ -17,11 +17,12 @@ import binascii
 import hashlib
 import json
 import re
+from collections.abc import Iterator
 from typing import Any
 
 import pyvips
 
-from tests.fakes.base import FakeModelServer, Recorded, Reply, json_reply, render_result
+from tests.fakes.base import FakeModelServer, Recorded, Reply, Streamed, json_reply, render_result
 
 MODELS = frozenset({"gemini-2.5-flash-image", "gemini-3-pro-image-preview", "gemini-3.1-flash-image-preview"})
 # The output sizes gemini-2.5-flash-image produces per aspect ratio.
@@ -117,6 +118,33 @@ class GeminiFake(FakeModelServer):
     @staticmethod
     def raw(status: int, body: bytes, content_type: str = "application/json") -> Reply:
         return Reply(status=status, body=body, content_type=content_type)
+
+    @staticmethod
+    def oversized(total_bytes: int, *, declare_length: bool = True) -> Streamed:
+        """A valid answer of `total_bytes`: a real image part, then a text part that fills the rest.
+
+        Written in 1 MiB pieces as the client reads, so the fake never holds the answer whole.
+        """
+        image = base64.b64encode(render_result(None, 64, 64, 7)).decode()
+        head = json.dumps(
+            {"candidates": [{"content": {"role": "model", "parts": [{"inlineData": {"mimeType": "image/png"}}]}}]}
+        )
+        # `..."parts": [{"inlineData": {"mimeType": "image/png", "data": "<image>"}}, {"text": "xxxx...`
+        prefix = (head[: -len("}}]}}]}")] + f', "data": "{image}"}}}}, {{"text": "').encode()
+        suffix = b'"}]}, "finishReason": "STOP", "index": 0}], "modelVersion": "gemini-2.5-flash-image"}'
+        filler = total_bytes - len(prefix) - len(suffix)
+        assert filler > 0, "the answer must be larger than its image part"
+        piece = b"x" * (1 << 20)
+
+        def chunks() -> Iterator[bytes]:
+            yield prefix
+            left = filler
+            while left > 0:
+                yield piece[: min(left, len(piece))]
+                left -= len(piece)
+            yield suffix
+
+        return Streamed(chunks, length=total_bytes if declare_length else None)
 
     def with_thought_image(self, request: Recorded) -> Reply:
         """A normal answer preceded by a draft image marked `thought` (Gemini 3 does this)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tracemalloc
 from collections.abc import Callable
 from typing import Any
 
@@ -117,3 +118,35 @@ async def test_ai_default_temperature_sets_the_presets_sent_to_the_model(
     sent = [call.json["generationConfig"]["temperature"] for call in gemini.model_calls()]
     # "standard" is the configured default, "low" 0.2 above it, "high" 0.2 below.
     assert sent == [1.1, 0.9, 0.7]
+
+
+async def test_a_model_answer_over_the_cap_fails_its_image_only(
+    make_client: Callable[..., Any], gemini: GeminiFake
+) -> None:
+    cap = 4 * 1024 * 1024
+    huge = gemini.oversized(96 * 1024 * 1024, declare_length=False)
+    # The first call gets the oversized answer, the second a normal one: one image fails, one succeeds.
+    gemini.push(huge)
+    client = await make_client(
+        ai_api_key=GEMINI_KEY, ai_api_base=gemini.api_base, ai_max_response_bytes=cap, ai_max_concurrency=1
+    )
+    tracemalloc.start()
+    try:
+        await submit(
+            client,
+            job_id="gen-huge",
+            type="background_replacement",
+            config=CONFIG,
+            source_image_urls=[data_uri("rocket.jpg"), data_uri("grace_hopper.jpg")],
+        )
+        result = await wait_final(client, "gen-huge")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    assert (result["succeeded"], result["failed"]) == (1, 1), result["errors"]
+    (error,) = result["errors"]
+    assert "answer is larger than the 4194304 byte limit (AI_MAX_RESPONSE_BYTES)" in error["error"]
+    # The service's Python heap stayed near the cap, far under one copy of the 96 MiB answer.
+    assert peak < 4 * cap + 16 * 1024 * 1024, f"peak {peak} bytes"
+    assert huge.sent < 96 * 1024 * 1024

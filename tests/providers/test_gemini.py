@@ -7,6 +7,7 @@ import base64
 import json
 import logging
 import time
+import tracemalloc
 from typing import Any
 
 import pytest
@@ -383,3 +384,39 @@ async def test_health_through_a_proxy_without_model_metadata(gemini: GeminiFake)
     finally:
         await model.close()
     assert report["healthy"] is True and "not checked" in report["detail"]
+
+
+# An answer far above the cap: before the cap it was read whole (and took about three times its size).
+HUGE_ANSWER = 96 * 1024 * 1024
+SMALL_CAP = 4 * 1024 * 1024
+
+
+@pytest.mark.parametrize("declare_length", [True, False], ids=["content-length", "chunked"])
+async def test_an_answer_over_the_cap_is_a_clear_error_and_is_not_read_whole(
+    gemini: GeminiFake, declare_length: bool
+) -> None:
+    answer = gemini.oversized(HUGE_ANSWER, declare_length=declare_length)
+    gemini.push(answer)
+    tracemalloc.start()
+    try:
+        with pytest.raises(ProviderError) as caught:
+            await edit(gemini, max_response_bytes=SMALL_CAP)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    message = str(caught.value)
+    assert "AI_MAX_RESPONSE_BYTES" in message and str(SMALL_CAP) in message
+    assert not caught.value.retryable
+    assert len(gemini.model_calls()) == 1  # the same request would bring the same answer: no retry
+    # Memory follows the cap, not the answer: the Python heap (the fake server's included) peaked at a
+    # fraction of one copy of the answer, where reading it whole took about three.
+    assert peak < 4 * SMALL_CAP, f"peak {peak} bytes for a {HUGE_ANSWER} byte answer over a {SMALL_CAP} byte cap"
+    assert answer.sent < HUGE_ANSWER
+
+
+async def test_an_answer_under_the_cap_is_read(gemini: GeminiFake) -> None:
+    # A valid answer (an image and a long text part) just under the cap is used as before.
+    gemini.push(gemini.oversized(SMALL_CAP - 1024, declare_length=False))
+    result = await edit(gemini, max_response_bytes=SMALL_CAP)
+    assert result.image.startswith(b"\x89PNG")

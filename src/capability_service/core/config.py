@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     ai_timeout_seconds: float = Field(120.0, gt=0)
     ai_max_concurrency: int = Field(4, ge=1, le=64)
     ai_max_retries: int = Field(3, ge=0, le=10)
+    # Largest answer read from the remote model (an image answer is a few MB of base64); a larger one is a
+    # per-image error, and is never held whole in memory.
+    ai_max_response_bytes: int = Field(64 * 1024 * 1024, ge=64 * 1024)
     openai_api_base: str = "https://api.openai.com/v1"
     openai_api_key: SecretStr | None = None
     openai_model: str = "gpt-image-1"
@@ -119,6 +122,11 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(50 * 1024 * 1024, ge=1024)
     # Largest job submission body: data: URIs make it big; larger batches should pass URLs instead.
     max_job_request_bytes: int = Field(200 * 1024 * 1024, ge=1024)
+    # Job submissions above LARGE_BODY_BYTES are read at most MAX_CONCURRENT_LARGE_BODIES at once per process
+    # (reading one costs memory in proportion); one that gets no turn within LARGE_BODY_WAIT_SECONDS is a 503.
+    large_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+    max_concurrent_large_bodies: int = Field(2, ge=1, le=1024)
+    large_body_wait_seconds: float = Field(10.0, ge=0, le=600)
 
     # Jobs
     job_backend: Literal["memory", "redis"] = "memory"

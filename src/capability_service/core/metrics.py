@@ -96,12 +96,12 @@ IMAGES_IN_FLIGHT: Final = Gauge(
 # --- Remote image model -------------------------------------------------------------------------------
 
 # ok; rate_limited: 429; server_error: 5xx; timeout: no answer in time; unreachable: connection failed;
-# rejected: any other unusable answer (4xx, refusal, no image).
-RemoteResult = Literal["ok", "rate_limited", "server_error", "timeout", "unreachable", "rejected"]
+# rejected: any other unusable answer (4xx, refusal, no image); too_large: above AI_MAX_RESPONSE_BYTES.
+RemoteResult = Literal["ok", "rate_limited", "server_error", "timeout", "unreachable", "rejected", "too_large"]
 REMOTE_ATTEMPTS: Final = Counter(
     "capsvc_remote_model_attempts",
     "Requests to the remote image model by provider and result "
-    "(ok, rate_limited, server_error, timeout, unreachable, rejected).",
+    "(ok, rate_limited, server_error, timeout, unreachable, rejected, too_large).",
     ["provider", "result"],
 )
 REMOTE_RETRIES: Final = Counter(

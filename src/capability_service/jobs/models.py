@@ -58,18 +58,21 @@ def summarize_source(url: str) -> str:
 
 
 def payload_fingerprint(job_type: str, user_id: str | None, config: dict[str, Any], sources: list[str]) -> str:
-    """Same fingerprint iff the same submission: decides idempotent replay vs 409 on a reused job id.
-
-    Sources are hashed one by one (data: URIs can be megabytes each): no serialised copy of the whole
-    submission is made. Each is length-prefixed, so no two lists of sources hash alike.
-    """
+    """Same fingerprint iff the same submission: decides idempotent replay vs 409 on a reused job id."""
+    # The digest of `json.dumps({"config", "sources", "type", "user_id"}, sort_keys=True, compact)`, fed
+    # source by source: the sources can be hundreds of megabytes of data: URIs, not to be copied whole.
     digest = hashlib.sha256()
-    head = json.dumps({"type": job_type, "user_id": user_id, "config": config}, sort_keys=True, separators=(",", ":"))
-    digest.update(head.encode("utf-8"))
-    for url in sources:
-        data = url.encode("utf-8")
-        digest.update(len(data).to_bytes(8, "big"))
-        digest.update(data)
+
+    def feed(text: str) -> None:
+        digest.update(text.encode("utf-8"))
+
+    def dumps(value: Any) -> str:
+        return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+    feed('{"config":' + dumps(config) + ',"sources":[')
+    for index, source in enumerate(sources):
+        feed(("," if index else "") + dumps(source))
+    feed('],"type":' + dumps(job_type) + ',"user_id":' + dumps(user_id) + "}")
     return digest.hexdigest()
 
 

@@ -163,8 +163,8 @@ class GeminiProvider(RemoteModelProvider):
         body = json.dumps({"contents": [{"role": "user", "parts": parts}], "generationConfig": config})
         headers = {**self._headers, "Content-Type": "application/json"}
 
-        async def send(client: httpx.AsyncClient) -> httpx.Response:
-            return await client.post(self.url, content=body, headers=headers)
+        def send(client: httpx.AsyncClient) -> httpx.Request:
+            return client.build_request("POST", self.url, content=body, headers=headers)
 
         response, stats = await self._http.call(send, self._inspect, "the Gemini model")
         result = self._read_answer(response, stats.attempts)

@@ -1,4 +1,5 @@
-"""Calling a remote model over HTTP: per-call timeout, a concurrency limit and retries with backoff.
+"""Calling a remote model over HTTP: per-call timeout, a concurrency limit, retries with backoff and a
+cap on the answer's size (read while it streams in, so an oversized answer never sits in memory whole).
 
 Shared by the providers; each supplies how to turn an error response into a `ProviderError` and
 how long the server asks us to wait.
@@ -29,6 +30,13 @@ log = logging.getLogger(__name__)
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 Sleep = Callable[[float], Awaitable[None]]
+# Builds one attempt's request on the client (called again for every retry).
+BuildRequest = Callable[[httpx.AsyncClient], httpx.Request]
+
+# A model's image answer is a few megabytes of base64; this is far above any real one.
+DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+# Headers that describe the body as it came over the wire, not the decoded bytes kept.
+_WIRE_HEADERS = frozenset({b"content-encoding", b"content-length", b"transfer-encoding"})
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?)s\s*$")
 
@@ -137,6 +145,14 @@ def attempt_result(outcome: httpx.Response | Failure) -> RemoteResult:
     return "rejected"
 
 
+class _TooLarge(Exception):
+    """The answer passed the size cap; carries its HTTP status."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class ModelClient:
     """An `httpx.AsyncClient` with a concurrency limit, a per-attempt deadline and retries.
 
@@ -155,8 +171,11 @@ class ModelClient:
         rng: random.Random | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         provider: str = "remote",
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         self.timeout = timeout
+        # Largest answer read (after Content-Encoding is undone); a larger one fails the attempt unread.
+        self.max_response_bytes = max_response_bytes
         # The `provider` label of this client's metrics.
         self.provider = provider
         self.max_concurrency = max_concurrency
@@ -183,11 +202,11 @@ class ModelClient:
 
     async def call(
         self,
-        send: Callable[[httpx.AsyncClient], Awaitable[httpx.Response]],
+        send: BuildRequest,
         inspect: Callable[[httpx.Response], Failure | None],
         what: str,
     ) -> tuple[httpx.Response, CallStats]:
-        """Run `send` until `inspect` finds no failure, retrying what may be retried.
+        """Send the request `send` builds until `inspect` finds no failure, retrying what may be retried.
 
         `inspect` gets every response (any status) and returns a `Failure` for one we cannot use.
         `what` names the remote model in messages ("the Gemini model").
@@ -234,14 +253,26 @@ class ModelClient:
 
     async def _attempt(
         self,
-        send: Callable[[httpx.AsyncClient], Awaitable[httpx.Response]],
+        send: BuildRequest,
         inspect: Callable[[httpx.Response], Failure | None],
         what: str,
     ) -> httpx.Response | Failure:
         async with self._slots:
             try:
                 async with asyncio.timeout(self.timeout):
-                    response = await send(self._client)
+                    streamed = await self._client.send(send(self._client), stream=True)
+                    try:
+                        response = await self._read_capped(streamed, what)
+                    finally:
+                        await streamed.aclose()
+            except _TooLarge as exc:
+                # Not retried: the same request would most likely bring the same answer (and bill it).
+                return Failure(ProviderError(str(exc), status=exc.status), result="too_large")
+            except httpx.DecodingError:
+                return Failure(
+                    ProviderError(f"{what} sent an answer whose compression is corrupt", retryable=True),
+                    result="unreachable",
+                )
             except (TimeoutError, httpx.TimeoutException) as exc:
                 if isinstance(exc, httpx.ConnectTimeout):
                     return Failure(
@@ -256,6 +287,32 @@ class ModelClient:
                 )
         failure = inspect(response)
         return response if failure is None else failure
+
+    async def _read_capped(self, streamed: httpx.Response, what: str) -> httpx.Response:
+        """The answer with its body read, stopping as soon as it passes `max_response_bytes`."""
+        limit = self.max_response_bytes
+        too_large = _TooLarge(
+            f"{what}'s answer is larger than the {limit} byte limit (AI_MAX_RESPONSE_BYTES); it was not read "
+            "and the image has no result",
+            streamed.status_code,
+        )
+        declared = streamed.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit and "content-encoding" not in streamed.headers:
+            raise too_large
+        chunks: list[bytes] = []
+        size = 0
+        # Decoded bytes are counted: a compressed answer that inflates past the cap stops there too.
+        async for chunk in streamed.aiter_bytes():
+            size += len(chunk)
+            if size > limit:
+                raise too_large
+            chunks.append(chunk)
+        return httpx.Response(
+            streamed.status_code,
+            headers=[(name, value) for name, value in streamed.headers.raw if name.lower() not in _WIRE_HEADERS],
+            content=b"".join(chunks),
+            request=streamed.request,
+        )
 
     def _count(self, outcome: httpx.Response | Failure) -> None:
         metrics.REMOTE_ATTEMPTS.labels(provider=self.provider, result=attempt_result(outcome)).inc()

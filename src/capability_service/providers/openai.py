@@ -10,7 +10,6 @@ Errors are `{"error": {"message", "type", "code", "param"}}`; `moderation_blocke
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
 from typing import Any, Unpack
 
 import httpx
@@ -27,6 +26,7 @@ from capability_service.providers.base import (
 )
 from capability_service.providers.http import (
     RETRYABLE_STATUSES,
+    BuildRequest,
     Failure,
     brief,
     parse_retry_after,
@@ -105,14 +105,14 @@ class OpenAIProvider(RemoteModelProvider):
         }
         files = {"image": (f"image.{EXTENSIONS[fitted.mime_type]}", fitted.data, fitted.mime_type)}
 
-        async def send(client: httpx.AsyncClient) -> httpx.Response:
-            return await client.post(self.edit_url, data=fields, files=files, headers=self._headers)
+        def send(client: httpx.AsyncClient) -> httpx.Request:
+            return client.build_request("POST", self.edit_url, data=fields, files=files, headers=self._headers)
 
         result = await self._call(send, size)
         note_input(result, fitted)
         return result
 
-    async def _call(self, send: Callable[[httpx.AsyncClient], Awaitable[httpx.Response]], size: str) -> EditResult:
+    async def _call(self, send: BuildRequest, size: str) -> EditResult:
         response, stats = await self._http.call(send, self._inspect, "the OpenAI model")
         result = self._read_answer(response, stats.attempts)
         result.details.update(stats.as_details(), size=size)

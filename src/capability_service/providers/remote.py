@@ -22,7 +22,14 @@ from capability_service.imaging.decode import sniff_format
 from capability_service.imaging.fit_request import FittedImage, RequestLimits, fit_for_request
 from capability_service.imaging.types import ImageError
 from capability_service.providers.base import EditResult, ProviderError
-from capability_service.providers.http import Failure, ModelClient, RetryPolicy, Sleep, brief
+from capability_service.providers.http import (
+    DEFAULT_MAX_RESPONSE_BYTES,
+    Failure,
+    ModelClient,
+    RetryPolicy,
+    Sleep,
+    brief,
+)
 
 HEALTH_CACHE_SECONDS = 60.0
 HEALTH_TIMEOUT_SECONDS = 5.0
@@ -38,6 +45,7 @@ class ClientOptions(TypedDict, total=False):
     sleep: Sleep
     rng: random.Random | None
     transport: httpx.AsyncBaseTransport | None
+    max_response_bytes: int
 
 
 def client_options(settings: Settings) -> ClientOptions:
@@ -47,6 +55,7 @@ def client_options(settings: Settings) -> ClientOptions:
         max_concurrency=settings.ai_max_concurrency,
         policy=RetryPolicy(max_retries=settings.ai_max_retries),
         max_pixels=settings.max_image_pixels,
+        max_response_bytes=settings.ai_max_response_bytes,
     )
 
 
@@ -73,6 +82,7 @@ class RemoteModelProvider:
         sleep: Sleep = asyncio.sleep,
         rng: random.Random | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         self.require_key(api_key)
         self._headers = headers
@@ -89,6 +99,7 @@ class RemoteModelProvider:
             rng=rng,
             transport=transport,
             provider=self.name,
+            max_response_bytes=max_response_bytes,
         )
         self._health: tuple[float, dict[str, Any]] | None = None
 

@@ -8,7 +8,8 @@ Accepted forms, tried in this order:
   the storage directly, never over HTTP.
 - Local files, only when `SOURCE_LOCAL_ROOT` is set: `file:///abs/path`, `file:relative/path`
   (percent-decoded, relative to the root) or a bare absolute path `/abs/path` (taken literally); the
-  resolved file, symlinks followed, must lie under the root.
+  resolved file, symlinks followed, must lie under the root and never inside `LOCAL_STORAGE_DIR`
+  (results are read as keys, where their owner is checked).
 - `http://` and `https://`: the address policy of `netguard` is enforced on every connection,
   redirects are followed by hand (at most `max_redirects`), the body is capped while streaming and
   must start like an image.
@@ -134,12 +135,20 @@ def host_allowed(host: str, allowed: Sequence[str]) -> bool:
     return False
 
 
-def _read_local_file(candidate: Path, root: Path, shown: str, max_bytes: int) -> bytes:
+def _read_local_file(candidate: Path, root: Path, shown: str, max_bytes: int, forbidden: Sequence[Path] = ()) -> bytes:
     # Resolve symlinks and `..` first, then compare with the root: a link inside the root that points
     # outside is refused like a plain `../`. The message never shows where a link points.
     real = candidate.resolve(strict=False)
     if not real.is_relative_to(root):
         raise SourceError(f"{shown} is outside the allowed local source directory", rule="local-path")
+    if any(real.is_relative_to(directory) for directory in forbidden):
+        # A root that contains the result storage would let a path name any tenant's or user's result;
+        # results are read by key or URL instead, where their owner is checked.
+        raise SourceError(
+            f"{shown} is inside the service's result storage (LOCAL_STORAGE_DIR), which file: sources may not "
+            "read; give the result's URL or key instead",
+            rule="local-path",
+        )
     try:
         # O_NOFOLLOW: the path was resolved above, so a symlink appearing now is a swap; refuse it.
         fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -224,6 +233,7 @@ class SourceFetcher:
         policy: AddressPolicy | None = None,
         allowed_hosts: Sequence[str] = (),
         local_root: Path | None = None,
+        forbidden_local: Sequence[Path] = (),
         storage: Storage | None = None,
         resolver: Resolver = system_resolver,
         ssl_context: ssl.SSLContext | None = None,
@@ -232,6 +242,8 @@ class SourceFetcher:
         self.policy = policy or AddressPolicy()
         self.allowed_hosts = tuple(host.strip() for host in allowed_hosts if host.strip())
         self.local_root = local_root.resolve() if local_root is not None else None
+        # Directories no local source may lie in, even under the root (resolved, symlinks included).
+        self.forbidden_local = tuple(directory.resolve() for directory in forbidden_local)
         self.storage = storage
         self._slots = asyncio.Semaphore(self.limits.max_concurrency)
         self._host_slots = _HostSlots(min(self.limits.max_per_host, self.limits.max_concurrency))
@@ -266,6 +278,8 @@ class SourceFetcher:
             policy=AddressPolicy(allow_private=settings.source_allow_private_networks),
             allowed_hosts=settings.source_allowed_hosts,
             local_root=settings.source_local_root,
+            # The service's own results: a job reads them only by key or URL, as their owner.
+            forbidden_local=(settings.local_storage_dir,) if storage is not None else (),
             storage=storage,
         )
 
@@ -341,7 +355,9 @@ class SourceFetcher:
         else:
             text = shown = url
         candidate = Path(text) if os.path.isabs(text) else root / text
-        data = await asyncio.to_thread(_read_local_file, candidate, root, shown, self.limits.max_bytes)
+        data = await asyncio.to_thread(
+            _read_local_file, candidate, root, shown, self.limits.max_bytes, self.forbidden_local
+        )
         _check_image(data[:MAGIC_BYTES])
         return FetchedSource(data, origin=f"file:{shown}")
 

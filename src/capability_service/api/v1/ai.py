@@ -17,6 +17,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from capability_service.api.deps import ApiKeyDep, ServicesDep, TenantDep, UserIdDep
 from capability_service.api.errors import STORE_DOWN
+from capability_service.api.job_body import JobBodyRoute
 from capability_service.api.v1.ozon import resolve_ozon_plugin
 from capability_service.jobs.errors import InvalidSubmission, JobNotFound
 from capability_service.jobs.models import Job, job_key
@@ -25,7 +26,8 @@ from capability_service.plugins.ozon.download import OzonJobSource
 from capability_service.services import Services
 
 log = logging.getLogger(__name__)
-router = APIRouter(tags=["ai jobs"], dependencies=[ApiKeyDep])
+# JobBodyRoute: submissions are read as they stream in, each data: URI measured on the way.
+router = APIRouter(tags=["ai jobs"], dependencies=[ApiKeyDep], route_class=JobBodyRoute)
 
 # Seconds a stream has, once the server begins to shut down, to tell its client before it is closed.
 SHUTDOWN_NOTICE_SECONDS = 1.0
@@ -68,6 +70,9 @@ class JobSubmission(BaseModel):
         # rather than fail when the job is stored, echoed or sent to a remote model.
         texts = [self.job_id or "", self.user_id or "", self.type, json.dumps(self.config, ensure_ascii=False)]
         for text in texts + (self.source_image_urls or []):
+            if text.isascii():
+                # No copy for the common case (a data: URI can be hundreds of megabytes).
+                continue
             try:
                 text.encode("utf-8")
             except UnicodeEncodeError:
