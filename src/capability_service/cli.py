@@ -91,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="ADDRESSES",
         help="comma-separated proxy addresses (or '*') whose X-Forwarded-Proto/-For are trusted "
-        "[$FORWARDED_ALLOW_IPS, else 127.0.0.1]",
+        "[$FORWARDED_ALLOW_IPS, else loopback]",
     )
     serve.set_defaults(handler=_serve)
     worker = commands.add_parser("worker", help="process image tasks of the Redis job mode (JOB_BACKEND=redis)")
