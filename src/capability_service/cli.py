@@ -26,7 +26,10 @@ def _serve(args: argparse.Namespace) -> int:
         port=args.port,
         log_level=args.log_level,
         timeout_graceful_shutdown=None,
+        # Behind a proxy: the scheme and client address come from its X-Forwarded-* headers when it is one
+        # of these addresses; result URLs (without PUBLIC_BASE_URL) then carry the scheme the caller used.
         proxy_headers=True,
+        forwarded_allow_ips=args.forwarded_allow_ips,
         # The service's own logging (LOG_FORMAT, request ids, redaction) writes uvicorn's lines too.
         log_config=None,
     )
@@ -83,6 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on [127.0.0.1]")
     serve.add_argument("--port", type=int, default=8000, help="port to listen on [8000]")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.add_argument(
+        "--forwarded-allow-ips",
+        default=None,
+        metavar="ADDRESSES",
+        help="comma-separated proxy addresses (or '*') whose X-Forwarded-Proto/-For are trusted "
+        "[$FORWARDED_ALLOW_IPS, else loopback]",
+    )
     serve.set_defaults(handler=_serve)
     worker = commands.add_parser("worker", help="process image tasks of the Redis job mode (JOB_BACKEND=redis)")
     worker.add_argument(

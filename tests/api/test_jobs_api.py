@@ -440,3 +440,21 @@ async def test_sources_held_by_unfinished_jobs_are_bounded(make_client: Callable
         again = await submit(client, job_id="big-2", type="batch_optimization", source_image_urls=[photo, photo])
         assert again.status_code == 202
         assert (await wait_final(client, "big-2"))["status"] == "completed"
+
+
+@pytest.mark.parametrize("public_base_url", [None, "https://images.example.com"])
+async def test_result_urls_follow_the_request_unless_a_public_base_is_set(
+    make_client: Callable[..., Any], public_base_url: str | None
+) -> None:
+    client = await make_client(public_base_url=public_base_url)
+    sources = [data_uri("rocket.jpg")]
+    await submit(client, job_id="urls", type="batch_optimization", config=OPTIMIZE, source_image_urls=sources)
+    assert (await wait_final(client, "urls"))["status"] == "completed"
+    key = "ai-playground/default/-anonymous/urls/0.webp"
+    for host in ("testserver", "api.internal:8123"):
+        answer = await client.get("/api/v1/ai/job/urls", headers={**AUTH, "Host": host})
+        expected = f"{public_base_url or f'http://{host}'}/files/{key}"
+        assert answer.json()["result_image_urls"] == [expected]
+    if public_base_url is None:
+        fetched = await client.get(f"http://testserver/files/{key}")
+        assert fetched.status_code == 200 and fetched.content[:4] == b"RIFF"

@@ -273,6 +273,23 @@ async def test_publish_refuses_results_ozon_cannot_reach(
 
 
 @pytest.mark.engines("memory")
+async def test_publish_needs_public_base_url_when_result_urls_follow_the_request(
+    service: Callable[..., Any], ozon: OzonSellerFake, catalogue: dict[str, list[str]]
+) -> None:
+    client = await service(public_base_url=None)
+    await submit_ozon(client, "oz-relative", ["SHIRT-1"], images="main")
+    await wait_final(client, "oz-relative")
+    dry = (await client.post("/api/v1/ozon/jobs/oz-relative/publish", headers=AUTH)).json()
+    assert dry["publishable"] is False and "PUBLIC_BASE_URL is not set" in dry["problem"]
+    # The dry run shows the results where this caller can see them.
+    (replaced,) = dry["products"][0]["replaced"]
+    assert replaced["to"].startswith("http://testserver/files/ai-playground/")
+    real = await client.post("/api/v1/ozon/jobs/oz-relative/publish", json={"dry_run": False}, headers=AUTH)
+    assert real.status_code == 409 and "PUBLIC_BASE_URL" in real.json()["detail"]
+    assert ozon.calls("/v2/product/pictures/import") == []
+
+
+@pytest.mark.engines("memory")
 async def test_publish_needs_a_finished_ozon_job(
     service: Callable[..., Any], ozon: OzonSellerFake, cdn: FakeCdn
 ) -> None:

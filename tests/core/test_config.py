@@ -169,3 +169,55 @@ def test_a_metrics_directory_only_in_dotenv_is_refused(monkeypatch: pytest.Monke
         load_settings()
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "metrics"))
     assert load_settings().prometheus_multiproc_dir == tmp_path / "metrics"
+
+
+def test_empty_optional_settings_are_unset(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # As a copied .env leaves them: empty, or blank.
+    (tmp_path / ".env").write_text("AI_API_KEY=\nOPENAI_API_KEY=' '\nS3_SECRET_ACCESS_KEY=\n", encoding="utf-8")
+    for name in ("S3_ACCESS_KEY_ID", "OZON_CLIENT_ID", "OZON_API_KEY", "PUBLIC_BASE_URL", "SOURCE_LOCAL_ROOT"):
+        monkeypatch.setenv(name, "")
+    monkeypatch.setenv("PLAYGROUND_ENABLED", "")
+    monkeypatch.setenv("RATE_LIMIT_SUBMITS", "")
+    settings = load_settings()
+    unset = (
+        settings.ai_api_key,
+        settings.openai_api_key,
+        settings.s3_secret_access_key,
+        settings.s3_access_key_id,
+        settings.ozon_client_id,
+        settings.ozon_api_key,
+        settings.public_base_url,
+        settings.source_local_root,
+        settings.playground_enabled,
+        settings.rate_limit_submits,
+    )
+    assert unset == (None,) * len(unset)
+    assert settings.playground_on is True
+    assert settings.secret_values() == [DEFAULT_DEV_API_KEY]
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "words"),
+    [
+        ("PUBLIC_BASE_URL", "images.example.com", "not an http(s) URL"),
+        ("PUBLIC_BASE_URL", "https://images.example.com/?v=1", "query"),
+        ("S3_ENDPOINT_URL", "r2.example.com", "not an http(s) URL"),
+        ("AI_API_BASE", "generativelanguage.googleapis.com", "not an http(s) URL"),
+        ("REDIS_URL", "localhost:6379", "not a Redis URL"),
+        ("API_KEYS", "shop-a:short", "at least 8 characters"),
+    ],
+)
+def test_a_wrong_setting_is_one_line_naming_it(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, words: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as raised:
+        load_settings()
+    message = str(raised.value)
+    assert message.startswith(f"invalid settings: {name}: ") and words in message
+    assert "\n" not in message and "Value error" not in message
+
+
+def test_base_urls_lose_their_trailing_slash(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PUBLIC_BASE_URL", "https://images.example.com/shop/")
+    assert load_settings().public_base_url == "https://images.example.com/shop"

@@ -21,9 +21,9 @@ PNG = (DATA / "chelsea.png").read_bytes()
 JPEG = (DATA / "rocket.jpg").read_bytes()
 
 
-async def refused(fetcher: SourceFetcher, url: str) -> SourceError:
+async def refused(fetcher: SourceFetcher, url: str, owner: str | None = None) -> SourceError:
     with pytest.raises(SourceError) as info:
-        await fetcher.fetch(url)
+        await fetcher.fetch(url, owner=owner)
     return info.value
 
 
@@ -245,3 +245,18 @@ async def test_other_urls_on_the_public_host_still_go_through_the_policy(
         error = await refused(fetcher, server.url + "/a.png")
         assert server.stats.connections == 0
     assert error.rule == "private-address"
+
+
+async def test_without_a_public_base_a_result_url_from_any_address_is_read_from_storage(tmp_path: Path) -> None:
+    # No PUBLIC_BASE_URL: the caller saw the result at the address it used (here a port nothing listens on).
+    storage = LocalStorage(tmp_path / "results")
+    key = "ai-playground/t/u-1/job-1/0.png"
+    await storage.put(key, PNG, "image/png")
+    fetcher = SourceFetcher(FetchLimits(), policy=AddressPolicy(allow_private=False), storage=storage)
+    try:
+        fetched = await fetcher.fetch(f"http://127.0.0.1:9/files/{key}", owner="ai-playground/t/u-1/")
+        assert (fetched.data, fetched.origin) == (PNG, f"storage:{key}")
+        error = await refused(fetcher, f"http://127.0.0.1:9/files/{key}", owner="ai-playground/t/u-2/")
+        assert "belongs to another user" in str(error)
+    finally:
+        await fetcher.close()

@@ -34,6 +34,19 @@ async def test_put_get_and_urls(tmp_path: Path) -> None:
     assert (await storage.health()) == {"backend": "local", "healthy": True}
 
 
+async def test_without_a_public_base_urls_are_relative_to_the_service(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path / "results")
+    stored = await storage.put("ai-playground/u/j/0 a.png", PNG, "image/png")
+    # Made absolute per request by the API, against the address the caller used.
+    assert stored.url == "/files/ai-playground/u/j/0%20a.png"
+    assert storage.key_from_url(stored.url) == stored.key
+    # The address a caller saw it at is not known here: any http(s) host with our path shape is ours.
+    assert storage.key_from_url("http://127.0.0.1:8123/files/ai-playground/u/j/0%20a.png?v=2") == stored.key
+    assert storage.key_from_url("https://cdn.example.com/files/other/x.png") is None
+    assert storage.key_from_url("/srv/photos/files/ai-playground/x.png") is None
+    assert storage.key_from_url("//cdn.example.com/files/ai-playground/u/j/0.png") is None
+
+
 async def test_concurrent_writes_to_one_key_leave_one_whole_file(tmp_path: Path) -> None:
     storage = LocalStorage(tmp_path, "http://x")
     versions = [bytes([n]) * 2_000_000 for n in range(8)]

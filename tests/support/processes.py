@@ -236,11 +236,12 @@ def launch_serve(
 ) -> ApiProcess:
     """Start `capability-service serve` on a free 127.0.0.1 port; `wait_ready()` before talking to it.
 
-    `PUBLIC_BASE_URL` is the address it listens on unless `settings` name another.
+    `PUBLIC_BASE_URL` is unset unless `settings` name one: result URLs follow the address asked, as on a
+    fresh clone.
     """
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = process_env(workdir, {"PUBLIC_BASE_URL": url, **(settings or {})}, api_key=api_key)
+    env = process_env(workdir, settings, api_key=api_key)
     command = [*CLI, "serve", "--host", "127.0.0.1", "--port", str(port), "--log-level", log_level]
     return ApiProcess(name, command, env, workdir, url)
 

@@ -46,3 +46,15 @@ async def user_id_header(
 
 
 UserIdDep = Annotated[str | None, Depends(user_id_header)]
+
+
+async def request_base_url(request: Request) -> str:
+    """The address this request was made to (`scheme://host[:port][root path]`), for result URLs.
+
+    Built from the `Host` header, and from the scheme and client uvicorn takes from the `X-Forwarded-*`
+    headers of the proxies it trusts (`--forwarded-allow-ips`): the address the caller itself used.
+    """
+    return str(request.base_url).rstrip("/")
+
+
+BaseUrlDep = Annotated[str, Depends(request_base_url)]

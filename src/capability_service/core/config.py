@@ -12,10 +12,11 @@ from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from limits import parse
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from capability_service.core.security import parse_api_key
@@ -33,6 +34,16 @@ class ConfigError(Exception):
 class Environment(StrEnum):
     development = "development"
     production = "production"
+
+
+def http_base_url(value: str) -> str:
+    """`value` as a base URL without its trailing slash; `ValueError` unless it is http(s) with a host."""
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"{value!r} is not an http(s) URL with a host, such as https://images.example.com")
+    if parts.query or parts.fragment:
+        raise ValueError(f"{value!r} must not carry a query or fragment: give the base URL only")
+    return value.strip().rstrip("/")
 
 
 def _split_csv(value: Any) -> Any:
@@ -89,7 +100,9 @@ class Settings(BaseSettings):
     # Storage
     storage_backend: Literal["local", "s3"] = "local"
     local_storage_dir: Path = Path("data/results")
-    public_base_url: str = "http://127.0.0.1:8000"
+    # Unset: result URLs follow the address each request was made to (`Host`, and the scheme uvicorn takes
+    # from trusted proxies). Set it when that address is not the one result readers use (see the README).
+    public_base_url: str | None = None
     s3_endpoint_url: str | None = None
     s3_region: str = "auto"
     s3_bucket: str | None = None
@@ -189,16 +202,6 @@ class Settings(BaseSettings):
 
     _split = field_validator("api_keys", "cors_origins", "source_allowed_hosts", mode="before")(_split_csv)
 
-    @field_validator("ozon_client_id", "ozon_api_key", mode="before")
-    @classmethod
-    def _empty_is_unset(cls, value: Any) -> Any:
-        # `OZON_API_KEY=` in a .env file (or a `${VAR:-}` left empty) means "not configured".
-        if isinstance(value, str) and not value.strip():
-            return None
-        if isinstance(value, SecretStr) and not value.get_secret_value().strip():
-            return None
-        return value.strip() if isinstance(value, str) else value
-
     @field_validator("ozon_api_base", mode="before")
     @classmethod
     def _default_base_when_empty(cls, value: Any) -> Any:
@@ -219,11 +222,36 @@ class Settings(BaseSettings):
             raise ValueError(f"{value!r} is not a rate such as '60/minute' or '1000 per hour'") from None
         return value.strip()
 
-    @field_validator("metrics_token", "prometheus_multiproc_dir", mode="before")
+    @field_validator("*", mode="before")
     @classmethod
-    def _empty_operations_setting_is_unset(cls, value: Any) -> Any:
-        # `METRICS_TOKEN=` in a .env file means "no token", not an empty one.
-        return None if isinstance(value, str) and not value.strip() else value
+    def _empty_is_unset(cls, value: Any, info: ValidationInfo) -> Any:
+        # For every optional setting (default None): `AI_API_KEY=` in a copied .env, a compose file's
+        # `${VAR:-}` or an empty Kubernetes secret means "not configured", as if the variable were absent,
+        # never an empty key, an empty bucket name or the current directory.
+        if info.field_name is None or cls.model_fields[info.field_name].default is not None:
+            return value
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        if isinstance(value, str):
+            return value.strip() or None
+        return value
+
+    @field_validator("public_base_url", "s3_public_base_url", "s3_endpoint_url", mode="after")
+    @classmethod
+    def _a_base_url(cls, value: str | None) -> str | None:
+        return None if value is None else http_base_url(value)
+
+    @field_validator("ai_api_base", "openai_api_base", mode="after")
+    @classmethod
+    def _an_api_base(cls, value: str) -> str:
+        return http_base_url(value)
+
+    @field_validator("redis_url", mode="after")
+    @classmethod
+    def _a_redis_url(cls, value: str) -> str:
+        if urlsplit(value).scheme not in ("redis", "rediss", "unix"):
+            raise ValueError(f"{value!r} is not a Redis URL: use redis://host:port/db, rediss://... or unix://...")
+        return value
 
     @model_validator(mode="after")
     def _refuse_default_keys_in_production(self) -> Settings:
@@ -321,10 +349,14 @@ def load_settings(**overrides: Any) -> Settings:
         settings = Settings(**overrides)
         _ = settings.plugin_settings
     except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            field = ".".join(str(part) for part in error["loc"]) or "settings"
-            name = field.upper()
-            problems.append(f"{name}: {error['msg']}")
-        raise ConfigError("invalid settings: " + "; ".join(problems)) from None
+        raise ConfigError("invalid settings: " + "; ".join(_problem(error) for error in exc.errors())) from None
     return settings
+
+
+def _problem(error: Any) -> str:
+    """One pydantic error as `SETTING: reason`, on one line (checks across settings name theirs)."""
+    message = " ".join(str(error["msg"]).split())
+    # pydantic prefixes what a validator raised; the reason is ours and reads better without it.
+    message = message.removeprefix("Value error, ")
+    field = ".".join(str(part) for part in error["loc"]).upper()
+    return f"{field}: {message}" if field else message

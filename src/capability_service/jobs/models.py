@@ -57,6 +57,14 @@ def summarize_source(url: str) -> str:
     return url
 
 
+def resolve_result_url(url: str | None, base_url: str) -> str | None:
+    """A result URL as a caller can fetch it: a relative reference (`/files/...`, what local storage keeps
+    when no public base is configured) is resolved against `base_url`, the address the caller used."""
+    if url is not None and url.startswith("/") and not url.startswith("//"):
+        return base_url.rstrip("/") + url
+    return url
+
+
 def payload_fingerprint(job_type: str, user_id: str | None, config: dict[str, Any], sources: list[str]) -> str:
     """Same fingerprint iff the same submission: decides idempotent replay vs 409 on a reused job id."""
     # The digest of `json.dumps({"config", "sources", "type", "user_id"}, sort_keys=True, compact)`, fed
@@ -167,7 +175,9 @@ class Job(BaseModel):
             "message": self.message,
         }
 
-    def result_view(self) -> dict[str, Any]:
+    def result_view(self, base_url: str = "") -> dict[str, Any]:
+        """The job with its results; relative result URLs are resolved against `base_url` (see
+        `resolve_result_url`)."""
         errors = [
             {
                 "index": image.index,
@@ -181,7 +191,7 @@ class Job(BaseModel):
             **self.status_view(),
             "user_id": self.user_id,
             "type": self.type,
-            "result_image_urls": [image.result_url for image in self.images],
+            "result_image_urls": [resolve_result_url(image.result_url, base_url) for image in self.images],
             "source_image_urls": [summarize_source(url) for url in self.source_image_urls],
             "processing_time_ms": self.processing_time_ms,
             "succeeded": self.succeeded,

@@ -18,3 +18,8 @@ def create_provider(settings: Settings) -> ImageEditProvider | None:
     from capability_service.providers.gemini import GeminiProvider
 
     return GeminiProvider.from_settings(settings)
+
+
+def key_setting(settings: Settings) -> str:
+    """The setting whose key turns the remote model of `AI_PROVIDER` on."""
+    return "OPENAI_API_KEY" if settings.ai_provider == "openai" else "AI_API_KEY"

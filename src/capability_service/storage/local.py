@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
 from capability_service.storage.base import StorageError, StoredObject, TransientStorageError
+from capability_service.storage.keys import RESULT_PREFIX
 
 FILES_ROUTE = "/files"
 
@@ -42,14 +43,24 @@ def write_error(exc: OSError) -> StorageError:
     return TransientStorageError(message) if exc.errno in TRANSIENT_ERRNOS else StorageError(message)
 
 
+def is_relative_reference(url: str) -> bool:
+    """Whether `url` is a path on this service (`/files/...`), to be resolved against a request's address."""
+    return url.startswith("/") and not url.startswith("//")
+
+
 class LocalStorage:
-    """Results as files under `root`; URLs are `{public_base_url}/files/{key}`."""
+    """Results as files under `root`, served by the service at `/files/{key}`.
+
+    URLs are `{public_base_url}/files/{key}` when a public base is configured; otherwise they are the
+    relative reference `/files/{key}`, kept so in job state and made absolute by the API against the
+    address each request was made to, so they work on whatever host and port the service answers.
+    """
 
     backend = "local"
 
-    def __init__(self, root: Path, public_base_url: str) -> None:
+    def __init__(self, root: Path, public_base_url: str | None = None) -> None:
         self.root = root.resolve()
-        self.public_base_url = public_base_url.rstrip("/")
+        self.public_base_url = public_base_url.rstrip("/") if public_base_url else None
 
     def path_for(self, key: str) -> Path:
         """The file behind `key`; refuses keys that would leave the storage directory."""
@@ -61,11 +72,21 @@ class LocalStorage:
         return path
 
     def key_from_url(self, url: str) -> str | None:
-        """The key behind one of our `/files/` URLs, or None for any other URL."""
-        prefix = f"{self.public_base_url}{FILES_ROUTE}/"
-        if not url.startswith(prefix):
-            return None
-        return unquote(urlsplit(url[len(prefix) :]).path)
+        """The key behind one of our `/files/` URLs, or None for any other URL.
+
+        Ours are the URLs under the public base and the relative references `/files/ai-playground/...`.
+        Without a public base, the address a caller saw them at is not known here: an http(s) URL whose
+        path is `/files/ai-playground/...` is then taken as ours (a job still reads only its own user's
+        results, see `sources.fetch`).
+        """
+        prefix = f"{FILES_ROUTE}/"
+        if self.public_base_url is not None and url.startswith(self.public_base_url + prefix):
+            return unquote(urlsplit(url[len(self.public_base_url) + len(prefix) :]).path)
+        parts = urlsplit(url)
+        any_host = self.public_base_url is None and parts.scheme in ("http", "https")
+        if (is_relative_reference(url) or any_host) and parts.path.startswith(f"{prefix}{RESULT_PREFIX}/"):
+            return unquote(parts.path[len(prefix) :])
+        return None
 
     def _write(self, path: Path, data: bytes) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -102,7 +123,7 @@ class LocalStorage:
             raise StorageError(f"could not read {key!r} from local storage: {exc.strerror}") from exc
 
     async def url_for(self, key: str) -> str:
-        return f"{self.public_base_url}{FILES_ROUTE}/{quote(key)}"
+        return f"{self.public_base_url or ''}{FILES_ROUTE}/{quote(key)}"
 
     async def health(self) -> dict[str, Any]:
         def probe() -> bool:

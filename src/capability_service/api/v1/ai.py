@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from capability_service.api.deps import ApiKeyDep, ServicesDep, TenantDep, UserIdDep
+from capability_service.api.deps import ApiKeyDep, BaseUrlDep, ServicesDep, TenantDep, UserIdDep
 from capability_service.api.errors import STORE_DOWN
 from capability_service.api.job_body import JobBodyRoute
 from capability_service.api.v1.ozon import resolve_ozon_plugin
@@ -133,8 +133,10 @@ async def job_status(job_id: JobIdPath, services: ServicesDep, tenant: TenantDep
 
 
 @router.get("/ai/job/{job_id}")
-async def job_result(job_id: JobIdPath, services: ServicesDep, tenant: TenantDep, user_id: UserIdDep) -> dict[str, Any]:
-    return (await services.jobs.get(tenant, job_id, user_id)).result_view()
+async def job_result(
+    job_id: JobIdPath, services: ServicesDep, tenant: TenantDep, user_id: UserIdDep, base_url: BaseUrlDep
+) -> dict[str, Any]:
+    return (await services.jobs.get(tenant, job_id, user_id)).result_view(base_url)
 
 
 @router.post("/ai/job/{job_id}/cancel")

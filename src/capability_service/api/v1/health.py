@@ -8,6 +8,8 @@ from fastapi import APIRouter, Header
 
 from capability_service import __version__
 from capability_service.api.deps import ServicesDep
+from capability_service.providers.factory import key_setting
+from capability_service.services import Services
 
 router = APIRouter(tags=["health"])
 
@@ -39,7 +41,20 @@ async def health(
         **summary,
         "environment": services.settings.environment.value,
         "remote_model": services.provider.name if services.provider is not None else None,
+        **_engine(services),
         "plugins": plugins,
         "storage": storage,
         "jobs": jobs,
     }
+
+
+def _engine(services: Services) -> dict[str, str]:
+    """Which engine replaces backgrounds, and when it is the offline one, why and how to change that."""
+    if services.provider is not None:
+        return {"background_engine": "remote", "remote_model_detail": f"configured: {services.provider.name}"}
+    settings = services.settings
+    detail = (
+        f"not configured: {key_setting(settings)} is unset (AI_PROVIDER={settings.ai_provider}); "
+        "background replacement runs on the offline engine"
+    )
+    return {"background_engine": "offline", "remote_model_detail": detail}

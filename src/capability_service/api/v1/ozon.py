@@ -7,15 +7,16 @@ Ozon credentials come per request in `X-Ozon-Client-Id` / `X-Ozon-Api-Key` (both
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from capability_service.api.deps import ApiKeyDep, ServicesDep, TenantDep, UserIdDep
+from capability_service.api.deps import ApiKeyDep, BaseUrlDep, ServicesDep, TenantDep, UserIdDep
 from capability_service.jobs.errors import InvalidSubmission, JobConflict, Unavailable
-from capability_service.jobs.models import ImageStatus, Job
+from capability_service.jobs.models import ImageStatus, Job, resolve_result_url
 from capability_service.marketplaces.ozon_types import OzonCredentials
 from capability_service.plugins.base import PluginDisabled
 from capability_service.plugins.ozon.download import DownloadSelection, OzonDownloadPlugin, OzonSelection
@@ -141,6 +142,7 @@ async def publish_job(
     creds: OzonCredentialsDep,
     tenant: TenantDep,
     user_id: UserIdDep,
+    base_url: BaseUrlDep,
     request: PublishRequest | None = None,
 ) -> dict[str, Any]:
     """Put a finished job's results back on its Ozon products, replacing exactly the processed pictures.
@@ -161,6 +163,9 @@ async def publish_job(
     problem = reachability_problem(urls, settings.s3_presign_expires if presigned else None)
     if problem is not None and not options.dry_run:
         raise PublishRefused(f"not published: {problem}")
+    # Checked above as stored: a result URL relative to this service (no PUBLIC_BASE_URL) is never sent
+    # to Ozon, which fetches long after this request, from outside; the dry run shows it as this caller would.
+    pictures = [replace(picture, result_url=resolve_result_url(picture.result_url, base_url)) for picture in pictures]
     publisher = plugin.publisher(creds)
     plans = await publisher.plan(pictures, options.include_failing_checks)
     if not options.dry_run:

@@ -106,6 +106,9 @@ def unreachable_reason(url: str) -> str | None:
         parts = urlsplit(url)
     except ValueError:
         return f"{url} is not a valid URL"
+    if not parts.scheme and url.startswith("/"):
+        # Local storage without PUBLIC_BASE_URL: the URL follows each request's address, none of them public.
+        return "PUBLIC_BASE_URL is not set, so result URLs have no public address"
     if parts.scheme not in ("http", "https"):
         return f"{url} is not an http(s) URL"
     host = (parts.hostname or "").lower().rstrip(".")
