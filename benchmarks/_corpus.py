@@ -9,7 +9,6 @@ image cheaper than the first. The same `count` always gives the same files.
 from __future__ import annotations
 
 import struct
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pyvips
+from tests.support.servers import serving
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SOURCE_PHOTO = REPO_ROOT / "tests" / "data" / "camera_3648x2736.jpg"
@@ -113,16 +113,8 @@ def serve_directory(directory: Path) -> Iterator[str]:
     Yields the base URL (`http://127.0.0.1:PORT`); the server stops when the block exits.
     """
     handler = partial(_QuietHandler, directory=str(directory))
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, name="corpus-http", daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with serving(ThreadingHTTPServer(("127.0.0.1", 0), handler), name="corpus-http") as base:
+        yield base
 
 
 def jpeg_copy(data: bytes, copy: int) -> bytes:
@@ -169,13 +161,5 @@ def serve_copies(photos: list[Path]) -> Iterator[str]:
         def log_message(self, format: str, *args: Any) -> None:
             return
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), CopyHandler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, name="corpus-copies-http", daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with serving(ThreadingHTTPServer(("127.0.0.1", 0), CopyHandler), name="corpus-copies-http") as base:
+        yield base

@@ -56,18 +56,25 @@ class QuietServer(ThreadingHTTPServer):
 
 
 @contextmanager
-def http_server(routes: dict[str, Route]) -> Iterator[str]:
-    """A threaded HTTP server on 127.0.0.1 answering `routes`; yields its base URL."""
-    handler = type("Handler", (RoutedHandler,), {"routes": routes})
-    server = QuietServer(("127.0.0.1", 0), handler)
+def serving(server: ThreadingHTTPServer, name: str = "test-http") -> Iterator[str]:
+    """Run `server` (bound to 127.0.0.1) from a daemon thread; yields its base URL, stops it on exit."""
     server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, name=name, daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()
+        thread.join(timeout=5)
+
+
+@contextmanager
+def http_server(routes: dict[str, Route]) -> Iterator[str]:
+    """A threaded HTTP server on 127.0.0.1 answering `routes`; yields its base URL."""
+    handler = type("Handler", (RoutedHandler,), {"routes": routes})
+    with serving(QuietServer(("127.0.0.1", 0), handler)) as base:
+        yield base
 
 
 def static_bytes(data: bytes, content_type: str = "image/jpeg", delay: float = 0.0) -> Route:
