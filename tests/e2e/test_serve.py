@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -21,6 +22,18 @@ pytestmark = pytest.mark.e2e
 def status(client: httpx.Client, job_id: str) -> str:
     state: str = client.get(f"/api/v1/ai/job/{job_id}/status", headers=AUTH).json()["status"]
     return state
+
+
+@contextmanager
+def slow_job(base: str, job_id: str, delay: float) -> Iterator[httpx.Client]:
+    """A client of the service at `base` that submitted a one-image job whose source answers after `delay` s."""
+    with (
+        httpx.Client(base_url=base, timeout=30) as client,
+        http_server({"/slow.jpg": static_bytes(read_image("rocket.jpg"), delay=delay)}) as images,
+    ):
+        payload = {"job_id": job_id, "type": "batch_optimization", "source_image_urls": [f"{images}/slow.jpg"]}
+        assert client.post("/api/v1/ai/job", json=payload, headers=AUTH).status_code == 202
+        yield client
 
 
 @pytest.fixture
@@ -98,12 +111,7 @@ def test_stream_heartbeats_and_a_disconnect_leaves_nothing_behind(
     start_service: Callable[..., ApiProcess],
 ) -> None:
     base = start_service(SSE_HEARTBEAT_SECONDS="0.2", SHUTDOWN_GRACE_SECONDS="0").url
-    with (
-        httpx.Client(base_url=base, timeout=30) as client,
-        http_server({"/slow.jpg": static_bytes(read_image("rocket.jpg"), delay=5.0)}) as images,
-    ):
-        payload = {"job_id": "hb", "type": "batch_optimization", "source_image_urls": [f"{images}/slow.jpg"]}
-        assert client.post("/api/v1/ai/job", json=payload, headers=AUTH).status_code == 202
+    with slow_job(base, "hb", delay=5.0) as client:
         lines: list[str] = []
         with client.stream("GET", "/api/v1/ai/job/hb/stream", headers=AUTH) as stream:
             for line in stream.iter_lines():
@@ -124,12 +132,7 @@ def test_stream_heartbeats_and_a_disconnect_leaves_nothing_behind(
 
 def test_streams_say_so_when_the_service_shuts_down(service: ApiProcess) -> None:
     base = service.url
-    with (
-        httpx.Client(base_url=base, timeout=30) as client,
-        http_server({"/slow.jpg": static_bytes(read_image("rocket.jpg"), delay=3.0)}) as images,
-    ):
-        payload = {"job_id": "bye", "type": "batch_optimization", "source_image_urls": [f"{images}/slow.jpg"]}
-        assert client.post("/api/v1/ai/job", json=payload, headers=AUTH).status_code == 202
+    with slow_job(base, "bye", delay=3.0) as client:
         lines: list[str] = []
         with client.stream("GET", "/api/v1/ai/job/bye/stream", headers=AUTH) as stream:
             for line in stream.iter_lines():
