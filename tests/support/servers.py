@@ -91,6 +91,13 @@ def static_bytes(data: bytes, content_type: str = "image/jpeg", delay: float = 0
 
 
 @contextmanager
+def photo_server(photo: bytes, delays: dict[str, float]) -> Iterator[str]:
+    """`photo` (a JPEG) at each path of `delays`, answered after that many seconds; yields the base URL."""
+    with http_server({path: static_bytes(photo, delay=delay) for path, delay in delays.items()}) as base:
+        yield base
+
+
+@contextmanager
 def redis_server() -> Iterator[str]:
     """A private, disk-less `redis-server` on a free port; yields its URL."""
     binary = shutil.which("redis-server")
