@@ -13,7 +13,7 @@ import pytest
 
 from tests.api.helpers import parse_sse
 from tests.support.data import AUTH, read_image
-from tests.support.processes import ApiProcess, start_serve, wait_until
+from tests.support.processes import ApiProcess, launch_serve, wait_until
 from tests.support.servers import http_server, static_bytes
 
 pytestmark = pytest.mark.e2e
@@ -42,7 +42,7 @@ def start_service(tmp_path: Path) -> Iterator[Callable[..., ApiProcess]]:
     started: list[ApiProcess] = []
 
     def start(**settings: str) -> ApiProcess:
-        service = start_serve(tmp_path, {"SHUTDOWN_GRACE_SECONDS": "20", **settings}, log_level="info")
+        service = launch_serve(tmp_path, {"SHUTDOWN_GRACE_SECONDS": "20", **settings}, log_level="info").wait_ready()
         started.append(service)
         return service
 
