@@ -18,6 +18,7 @@ from capability_service.providers.http import RetryPolicy
 from tests.fakes.base import Drop, Stall
 from tests.fakes.gemini_server import GeminiFake
 from tests.providers.conftest import GEMINI_KEY, SleepLog
+from tests.providers.edits import edit_once, edit_request
 from tests.support.data import read_image
 
 FAST = RetryPolicy(max_retries=3, base_delay=0.05, max_delay=0.2, max_wait=2.0)
@@ -45,23 +46,11 @@ def noise_png(width: int, height: int) -> bytes:
 
 
 def request(**overrides: Any) -> EditRequest:
-    values: dict[str, Any] = {
-        "image": read_image("rocket.jpg"),
-        "mime_type": "image/png",
-        "prompt": "Replace the background with a light grey studio backdrop",
-        "temperature": 0.5,
-        "aspect_ratio": "3:4",
-    }
-    values.update(overrides)
-    return EditRequest(**values)
+    return edit_request("rocket.jpg", "Replace the background with a light grey studio backdrop", **overrides)
 
 
 async def edit(fake: GeminiFake, req: EditRequest | None = None, **overrides: Any) -> Any:
-    model = provider(fake, **overrides)
-    try:
-        return await model.edit(req or request())
-    finally:
-        await model.close()
+    return await edit_once(provider(fake, **overrides), req or request())
 
 
 async def test_sends_the_documented_request_and_returns_the_models_image(gemini: GeminiFake) -> None:
