@@ -10,11 +10,14 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import ClassVar
+from typing import ClassVar, TypeVar
+
+import pytest
 
 Route = Callable[[BaseHTTPRequestHandler], None]
+T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -133,3 +136,16 @@ def redis_server() -> Iterator[str]:
 
 def in_ci() -> bool:
     return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+@contextmanager
+def required(server: AbstractContextManager[T], what: str) -> Iterator[T]:
+    """Enter `server` for a fixture; one that cannot start (`RuntimeError`) skips the test, or fails it in CI."""
+    with ExitStack() as stack:
+        try:
+            value = stack.enter_context(server)
+        except RuntimeError as exc:
+            if in_ci():
+                pytest.fail(f"{what} is required in CI: {exc}")
+            pytest.skip(str(exc))
+        yield value
