@@ -8,6 +8,7 @@ image cheaper than the first. The same `count` always gives the same files.
 
 from __future__ import annotations
 
+import argparse
 import struct
 import time
 from collections.abc import Iterator
@@ -82,6 +83,22 @@ def write_corpus(directory: Path, count: int = 20, source: Path = SOURCE_PHOTO) 
 def list_photos(directory: Path) -> list[Path]:
     """The photos of a corpus directory (JPEG, PNG, WebP), in name order."""
     return sorted(p for p in directory.iterdir() if p.is_file() and p.suffix.lower() in PHOTO_SUFFIXES)
+
+
+def add_corpus_options(parser: argparse.ArgumentParser, *, quick: str, images: str) -> None:
+    """`--quick` (helped by `quick`), `--corpus`, and `--images` (`images` photos: 20, or 6 with --quick).
+
+    Read the count with `corpus_size`.
+    """
+    parser.add_argument("--quick", action="store_true", help=quick)
+    parser.add_argument("--corpus", type=Path, help="a directory of photos to use instead of the generated ones")
+    parser.add_argument("--images", type=int, help=f"{images} [20; 6 with --quick]")
+
+
+def corpus_size(args: argparse.Namespace) -> int:
+    """The photos asked for by the options of `add_corpus_options`."""
+    count: int = args.images or (6 if args.quick else 20)
+    return count
 
 
 def prepare_corpus(scratch: Path, count: int, corpus: Path | None = None) -> tuple[Path, list[Path]]:
