@@ -1,11 +1,24 @@
-"""Edit requests and one-shot edits shared by the provider tests."""
+"""Provider options, edit requests and one-shot edits shared by the provider tests."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from capability_service.providers.base import EditRequest, ImageEditProvider
+from capability_service.providers.http import RetryPolicy
+from tests.providers.conftest import SleepLog
 from tests.support.data import read_image
+
+# Retries within a test's patience.
+FAST = RetryPolicy(max_retries=3, base_delay=0.05, max_delay=0.2, max_wait=2.0)
+
+
+def provider_options(api_base: str, api_key: str, sleep: SleepLog | None, /, **overrides: Any) -> dict[str, Any]:
+    """Constructor options of a provider talking to a fake: a 10 s timeout, `FAST` retries, `overrides` last."""
+    options: dict[str, Any] = {"api_base": api_base, "api_key": api_key, "timeout": 10.0, "policy": FAST}
+    if sleep is not None:
+        options["sleep"] = sleep
+    return {**options, **overrides}
 
 
 def edit_request(image_name: str, prompt: str, /, **overrides: Any) -> EditRequest:

@@ -14,28 +14,15 @@ import pyvips
 
 from capability_service.providers.base import EditRequest, ProviderError, ProviderRefused
 from capability_service.providers.gemini import GeminiProvider
-from capability_service.providers.http import RetryPolicy
 from tests.fakes.base import Drop, Stall
 from tests.fakes.gemini_server import GeminiFake
 from tests.providers.conftest import GEMINI_KEY, SleepLog
-from tests.providers.edits import edit_once, edit_request
+from tests.providers.edits import FAST, edit_once, edit_request, provider_options
 from tests.support.data import read_image
-
-FAST = RetryPolicy(max_retries=3, base_delay=0.05, max_delay=0.2, max_wait=2.0)
 
 
 def provider(fake: GeminiFake, sleep: SleepLog | None = None, **overrides: Any) -> GeminiProvider:
-    options: dict[str, Any] = {
-        "api_base": fake.api_base,
-        "api_key": GEMINI_KEY,
-        "timeout": 10.0,
-        "max_concurrency": 4,
-        "policy": FAST,
-    }
-    if sleep is not None:
-        options["sleep"] = sleep
-    options.update(overrides)
-    return GeminiProvider(**options)
+    return GeminiProvider(**provider_options(fake.api_base, GEMINI_KEY, sleep, **{"max_concurrency": 4, **overrides}))
 
 
 def noise_png(width: int, height: int) -> bytes:

@@ -11,23 +11,16 @@ import pytest
 import pyvips
 
 from capability_service.providers.base import EditRequest, ProviderError, ProviderRefused
-from capability_service.providers.http import RetryPolicy
 from capability_service.providers.openai import OpenAIProvider
 from tests.fakes.base import Reply, Stall
 from tests.fakes.openai_server import OpenAIFake
 from tests.providers.conftest import OPENAI_KEY, SleepLog
-from tests.providers.edits import edit_once, edit_request
+from tests.providers.edits import edit_once, edit_request, provider_options
 from tests.support.data import read_image
-
-FAST = RetryPolicy(max_retries=3, base_delay=0.05, max_delay=0.2, max_wait=2.0)
 
 
 def provider(fake: OpenAIFake, sleep: SleepLog | None = None, **overrides: Any) -> OpenAIProvider:
-    options: dict[str, Any] = {"api_base": fake.api_base, "api_key": OPENAI_KEY, "timeout": 10.0, "policy": FAST}
-    if sleep is not None:
-        options["sleep"] = sleep
-    options.update(overrides)
-    return OpenAIProvider(**options)
+    return OpenAIProvider(**provider_options(fake.api_base, OPENAI_KEY, sleep, **overrides))
 
 
 def request(**overrides: Any) -> EditRequest:
