@@ -8,8 +8,8 @@ image cheaper than the first. The same `count` always gives the same files.
 
 from __future__ import annotations
 
+import argparse
 import struct
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pyvips
+from tests.support.servers import serving
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SOURCE_PHOTO = REPO_ROOT / "tests" / "data" / "camera_3648x2736.jpg"
@@ -84,6 +85,22 @@ def list_photos(directory: Path) -> list[Path]:
     return sorted(p for p in directory.iterdir() if p.is_file() and p.suffix.lower() in PHOTO_SUFFIXES)
 
 
+def add_corpus_options(parser: argparse.ArgumentParser, *, quick: str, images: str) -> None:
+    """`--quick` (helped by `quick`), `--corpus`, and `--images` (`images` photos: 20, or 6 with --quick).
+
+    Read the count with `corpus_size`.
+    """
+    parser.add_argument("--quick", action="store_true", help=quick)
+    parser.add_argument("--corpus", type=Path, help="a directory of photos to use instead of the generated ones")
+    parser.add_argument("--images", type=int, help=f"{images} [20; 6 with --quick]")
+
+
+def corpus_size(args: argparse.Namespace) -> int:
+    """The photos asked for by the options of `add_corpus_options`."""
+    count: int = args.images or (6 if args.quick else 20)
+    return count
+
+
 def prepare_corpus(scratch: Path, count: int, corpus: Path | None = None) -> tuple[Path, list[Path]]:
     """A directory of `count` photos and their paths: the first ones of `corpus`, or new ones under `scratch`.
 
@@ -113,16 +130,8 @@ def serve_directory(directory: Path) -> Iterator[str]:
     Yields the base URL (`http://127.0.0.1:PORT`); the server stops when the block exits.
     """
     handler = partial(_QuietHandler, directory=str(directory))
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, name="corpus-http", daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with serving(ThreadingHTTPServer(("127.0.0.1", 0), handler), name="corpus-http") as base:
+        yield base
 
 
 def jpeg_copy(data: bytes, copy: int) -> bytes:
@@ -169,13 +178,5 @@ def serve_copies(photos: list[Path]) -> Iterator[str]:
         def log_message(self, format: str, *args: Any) -> None:
             return
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), CopyHandler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, name="corpus-copies-http", daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with serving(ThreadingHTTPServer(("127.0.0.1", 0), CopyHandler), name="corpus-copies-http") as base:
+        yield base

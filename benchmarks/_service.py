@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 from tests.support.data import API_KEY, AUTH
-from tests.support.processes import ApiProcess, WorkerProcess, launch_worker, start_serve
+from tests.support.processes import ApiProcess, WorkerProcess, launch_serve, launch_worker
 
 __all__ = ["API_KEY", "AUTH", "FINAL", "run_job", "running_service", "running_workers"]
 
@@ -28,7 +28,7 @@ def running_service(
     workdir: Path, overrides: Mapping[str, str] | None = None, *, name: str = "serve", startup_timeout: float = 60
 ) -> Iterator[ApiProcess]:
     """`capability-service serve` with results under `workdir`, answering when yielded; stopped on exit."""
-    with start_serve(workdir, overrides, name=name, timeout=startup_timeout) as service:
+    with launch_serve(workdir, overrides, name=name).wait_ready(startup_timeout) as service:
         yield service
 
 

@@ -44,7 +44,7 @@ import pyvips
 if not __package__:  # run as a script: its own folder is on sys.path, the repository root is not
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._corpus import REPO_ROOT, list_photos, prepare_corpus
+from benchmarks._corpus import REPO_ROOT, add_corpus_options, corpus_size, list_photos, prepare_corpus
 from benchmarks._proc import cpu_seconds, status_kib
 from capability_service.core.allocator import tune_allocator
 from capability_service.imaging.enhance import enhance
@@ -210,9 +210,7 @@ def _print_report(setups: list[SetUp], results: dict[str, dict[str, Any]], ops: 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="6 photos, one round")
-    parser.add_argument("--corpus", type=Path, help="a directory of photos to use instead of the generated ones")
-    parser.add_argument("--images", type=int, help="how many photos [20; 6 with --quick]")
+    add_corpus_options(parser, quick="6 photos, one round", images="how many photos")
     parser.add_argument("--workers", type=int, default=2, help="pool size of the thread and process set-ups [2]")
     parser.add_argument("--repeat", type=int, help="interleaved rounds of every set-up, best kept [2; 1 with --quick]")
     parser.add_argument("--in-flight", type=int, default=4, help="images submitted to the pool at once [4]")
@@ -225,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--kind", choices=["thread", "process"], default="thread", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    args.images = args.images or (6 if args.quick else 20)
+    args.images = corpus_size(args)
     args.repeat = args.repeat or (1 if args.quick else 2)
     if args.child:
         return _child_main(args)

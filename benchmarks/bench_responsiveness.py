@@ -46,7 +46,7 @@ import httpx
 if not __package__:  # run as a script: its own folder is on sys.path, the repository root is not
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._corpus import SOURCE_PHOTO, prepare_corpus, serve_directory
+from benchmarks._corpus import SOURCE_PHOTO, add_corpus_options, corpus_size, prepare_corpus, serve_directory
 from benchmarks._latency import FINAL, LoadClient, Stream, small_photo_uri
 from benchmarks._proc import (
     MAIN_THREAD,
@@ -333,9 +333,7 @@ def _settings(pairs: list[str]) -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="6 photos, 4 s idle baseline")
-    parser.add_argument("--corpus", type=Path, help="a directory of photos to use instead of the generated ones")
-    parser.add_argument("--images", type=int, help="photos per job [20; 6 with --quick]")
+    add_corpus_options(parser, quick="6 photos, 4 s idle baseline", images="photos per job")
     parser.add_argument("--rate", type=float, default=20.0, help="status requests per second [20]")
     parser.add_argument("--submit-rate", type=float, default=2.0, help="small-job submits per second [2]")
     parser.add_argument("--idle-seconds", type=float, help="idle baseline length [10; 4 with --quick]")
@@ -354,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
         "--normal-priority", action="store_true", help="leave this load generator at normal priority (not nice -10)"
     )
     args = parser.parse_args(argv)
-    args.images = args.images or (6 if args.quick else 20)
+    args.images = corpus_size(args)
     args.idle_seconds = args.idle_seconds or (4.0 if args.quick else 10.0)
     args.job_types = [name.strip() for name in args.types.split(",") if name.strip()]
     if not args.job_types or any(name not in JOB_TYPES for name in args.job_types):

@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from capability_service.core.config import Settings
 from capability_service.main import create_app
 from tests.support.data import API_KEY, DATA
-from tests.support.servers import in_ci, redis_server
+from tests.support.servers import redis_server, required
 
 # The app's own shutdown steps are bounded (grace period plus `services.STOP_STEP_SECONDS` each).
 STOP_LIMIT_SECONDS = 180.0
@@ -88,10 +88,5 @@ async def client(make_client: Callable[..., Any]) -> httpx.AsyncClient:
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
     """A real redis-server of the test run's own; missing in CI is a failure, never a skip."""
-    try:
-        with redis_server() as url:
-            yield url
-    except RuntimeError as exc:
-        if in_ci():
-            pytest.fail(str(exc))
-        pytest.skip(str(exc))
+    with required(redis_server(), "redis-server") as url:
+        yield url

@@ -14,11 +14,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from capability_service.main import create_app
 
-    try:
-        app = create_app(load_settings())
-    except ConfigError as exc:
-        print(f"capability-service: {exc}", file=sys.stderr)
-        return 2
+    app = create_app(load_settings())
     # One process: the in-memory job engine lives in it. Scale out with JOB_BACKEND=redis instead.
     uvicorn.run(
         app,
@@ -46,17 +42,9 @@ def _positive_int(text: str) -> int:
 def _worker(args: argparse.Namespace) -> int:
     from capability_service.worker import run_worker
 
-    try:
-        settings = load_settings(**({"log_level": args.log_level.upper()} if args.log_level else {}))
-    except ConfigError as exc:
-        print(f"capability-service: {exc}", file=sys.stderr)
-        return 2
-    try:
-        return run_worker(settings, args.concurrency)
-    except ConfigError as exc:
-        # Plugin settings are checked when the worker builds its services.
-        print(f"capability-service: {exc}", file=sys.stderr)
-        return 2
+    settings = load_settings(**({"log_level": args.log_level.upper()} if args.log_level else {}))
+    # Plugin settings are checked when the worker builds its services (a `ConfigError` too).
+    return run_worker(settings, args.concurrency)
 
 
 def _process(args: argparse.Namespace) -> int:
@@ -70,11 +58,7 @@ def _metrics(args: argparse.Namespace) -> int:
 
     from capability_service.metrics_server import create_metrics_app
 
-    try:
-        app = create_metrics_app(load_settings())
-    except ConfigError as exc:
-        print(f"capability-service: {exc}", file=sys.stderr)
-        return 2
+    app = create_metrics_app(load_settings())
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", log_config=None)
     return 0
 
@@ -150,8 +134,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handler = args.handler
-    result: int = handler(args)
+    try:
+        result: int = args.handler(args)
+    except ConfigError as exc:
+        # Settings that cannot work, whichever command read them: the reason, and the usage exit status.
+        print(f"capability-service: {exc}", file=sys.stderr)
+        return 2
     return result
 
 

@@ -5,13 +5,14 @@ A test that only means one engine says so with `@pytest.mark.engines("memory")`.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
 from redis.asyncio import Redis
 
 from capability_service.core.config import Settings
+from tests.fakes.ozon_cdn import FakeCdn
 
 ENGINES = ("memory", "redis")
 
@@ -41,3 +42,10 @@ def make_settings(make_settings: Callable[..., Settings], engine: dict[str, Any]
         return make_settings(**{**engine, **overrides})
 
     return factory
+
+
+@pytest.fixture
+def cdn() -> Iterator[FakeCdn]:
+    """A fake of Ozon's picture CDN on loopback."""
+    with FakeCdn().running() as fake:
+        yield fake

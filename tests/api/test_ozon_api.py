@@ -31,12 +31,6 @@ def ozon() -> Iterator[OzonSellerFake]:
 
 
 @pytest.fixture
-def cdn() -> Iterator[FakeCdn]:
-    with FakeCdn().running() as fake:
-        yield fake
-
-
-@pytest.fixture
 def ozon_client(make_client: Callable[..., Any], ozon: OzonSellerFake, tmp_path: Path) -> Callable[..., Any]:
     """A service client wired to the fake Ozon; plugin settings and other settings may be overridden."""
 

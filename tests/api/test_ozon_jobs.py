@@ -36,12 +36,6 @@ def ozon() -> Iterator[OzonSellerFake]:
 
 
 @pytest.fixture
-def cdn() -> Iterator[FakeCdn]:
-    with FakeCdn().running() as fake:
-        yield fake
-
-
-@pytest.fixture
 def catalogue(ozon: OzonSellerFake, cdn: FakeCdn) -> dict[str, list[str]]:
     shirt = [
         cdn.put("s3/shirt-main.jpg", product_on_white()),

@@ -216,6 +216,25 @@ def _wait_for_first_result(process: subprocess.Popen[bytes], out: Path, timeout:
         time.sleep(0.05)
 
 
+def _interrupt_after_first_result(tmp_path: Path, inputs: Path, out: Path, interrupts: int) -> tuple[str, str]:
+    """Run `process enhance`, press Ctrl-C `interrupts` times once a result is written; its stdout and stderr.
+
+    The command must exit with 130 (interrupted).
+    """
+    process = _start(tmp_path, inputs, out)
+    try:
+        _wait_for_first_result(process, out)
+        for _ in range(interrupts):
+            process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 130, stderr.decode()
+    return stdout.decode(), stderr.decode()
+
+
 @pytest.fixture
 def big_photos(tmp_path: Path) -> Path:
     folder = tmp_path / "big"
@@ -227,43 +246,24 @@ def big_photos(tmp_path: Path) -> Path:
 
 def test_ctrl_c_finishes_the_image_in_progress_and_keeps_every_finished_file(tmp_path: Path, big_photos: Path) -> None:
     out = tmp_path / "out"
-    process = _start(tmp_path, big_photos, out)
-    try:
-        _wait_for_first_result(process, out)
-        process.send_signal(signal.SIGINT)
-        stdout, stderr = process.communicate(timeout=120)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
-    assert process.returncode == 130, stderr.decode()
-    assert "stopping: finishing the images in progress" in stderr.decode()
-    assert "Traceback" not in stderr.decode()
+    stdout, stderr = _interrupt_after_first_result(tmp_path, big_photos, out, interrupts=1)
+    assert "stopping: finishing the images in progress" in stderr
+    assert "Traceback" not in stderr
     written = files_under(out)
     # Every file is a complete image; none is half-written; the rest never started.
     assert 1 <= len(written) < 5
     assert all(name.endswith(".png") for name in written)
     for name in written:
         assert image_size(out / name)[:2] == (3648, 2736)
-    assert "stopped before the end" in stdout.decode()
-    stopped = next(line for line in stdout.decode().splitlines() if "stopped (not processed)" in line)
+    assert "stopped before the end" in stdout
+    stopped = next(line for line in stdout.splitlines() if "stopped (not processed)" in line)
     assert stopped.split("│")[2].strip() == str(5 - len(written))
 
 
 def test_a_second_ctrl_c_stops_at_once_and_leaves_no_partial_file(tmp_path: Path, big_photos: Path) -> None:
     out = tmp_path / "out"
-    process = _start(tmp_path, big_photos, out)
-    try:
-        _wait_for_first_result(process, out)
-        process.send_signal(signal.SIGINT)
-        process.send_signal(signal.SIGINT)
-        _stdout, stderr = process.communicate(timeout=120)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
-    assert process.returncode == 130, stderr.decode()
-    assert "Traceback" not in stderr.decode()
+    _stdout, stderr = _interrupt_after_first_result(tmp_path, big_photos, out, interrupts=2)
+    assert "Traceback" not in stderr
     for name in files_under(out):
         assert name.endswith(".png"), name
         assert image_size(out / name)[:2] == (3648, 2736)

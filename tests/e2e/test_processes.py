@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from tests.support.data import AUTH, read_image
-from tests.support.processes import start_serve, wait_until
+from tests.support.processes import launch_serve, wait_until
 from tests.support.servers import http_server, static_bytes
 
 pytestmark = pytest.mark.e2e
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.e2e
 def test_a_service_that_cannot_start_fails_at_once_with_its_own_words(tmp_path: Path) -> None:
     started = time.monotonic()
     with pytest.raises(RuntimeError) as failure:
-        start_serve(tmp_path, {"CPU_EXECUTOR": "bogus"}, timeout=60)
+        launch_serve(tmp_path, {"CPU_EXECUTOR": "bogus"}).wait_ready(timeout=60)
     # The exit is noticed, not the timeout.
     assert time.monotonic() - started < 30
     assert "exited with 2" in str(failure.value)
@@ -32,12 +32,12 @@ def test_the_inherited_environment_does_not_leak_service_settings(
 ) -> None:
     # A developer's own setting in this environment would make the service refuse to start.
     monkeypatch.setenv("CPU_EXECUTOR", "bogus")
-    with start_serve(tmp_path) as service:
+    with launch_serve(tmp_path).wait_ready() as service:
         assert httpx.get(f"{service.url}/api/v1/health").json()["status"] == "ok"
 
 
 def test_stop_kills_a_service_that_outlives_its_timeout(tmp_path: Path) -> None:
-    service = start_serve(tmp_path, {"SHUTDOWN_GRACE_SECONDS": "120"})
+    service = launch_serve(tmp_path, {"SHUTDOWN_GRACE_SECONDS": "120"}).wait_ready()
     try:
         routes = {"/slow.jpg": static_bytes(read_image("rocket.jpg"), delay=60)}
         with http_server(routes) as images, httpx.Client(base_url=service.url, timeout=30) as client:

@@ -30,7 +30,7 @@ from capability_service.jobs.distributed import ImageQueue
 from capability_service.jobs.models import job_key
 from tests.support.data import AUTH, read_image
 from tests.support.processes import ServiceProcess, launch_serve, launch_worker
-from tests.support.servers import free_port, http_server, static_bytes, wait_for_port
+from tests.support.servers import free_port, photo_server, wait_for_port
 
 pytestmark = pytest.mark.e2e
 
@@ -106,12 +106,7 @@ async def queue(cluster: Cluster) -> AsyncIterator[ImageQueue]:
 
 @pytest.fixture
 def images() -> Iterator[str]:
-    routes = {
-        "/photo.jpg": static_bytes(PHOTO),
-        "/slow.jpg": static_bytes(PHOTO, delay=0.8),
-        "/hold.jpg": static_bytes(PHOTO, delay=3),
-    }
-    with http_server(routes) as base:
+    with photo_server(PHOTO, {"/photo.jpg": 0, "/slow.jpg": 0.8, "/hold.jpg": 3}) as base:
         yield base
 
 

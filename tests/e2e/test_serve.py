@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -12,7 +13,7 @@ import pytest
 
 from tests.api.helpers import parse_sse
 from tests.support.data import AUTH, read_image
-from tests.support.processes import ApiProcess, start_serve, wait_until
+from tests.support.processes import ApiProcess, launch_serve, wait_until
 from tests.support.servers import http_server, static_bytes
 
 pytestmark = pytest.mark.e2e
@@ -23,13 +24,25 @@ def status(client: httpx.Client, job_id: str) -> str:
     return state
 
 
+@contextmanager
+def slow_job(base: str, job_id: str, delay: float) -> Iterator[httpx.Client]:
+    """A client of the service at `base` that submitted a one-image job whose source answers after `delay` s."""
+    with (
+        httpx.Client(base_url=base, timeout=30) as client,
+        http_server({"/slow.jpg": static_bytes(read_image("rocket.jpg"), delay=delay)}) as images,
+    ):
+        payload = {"job_id": job_id, "type": "batch_optimization", "source_image_urls": [f"{images}/slow.jpg"]}
+        assert client.post("/api/v1/ai/job", json=payload, headers=AUTH).status_code == 202
+        yield client
+
+
 @pytest.fixture
 def start_service(tmp_path: Path) -> Iterator[Callable[..., ApiProcess]]:
     """Start `capability-service serve` on a free port with extra settings, ready; stopped after the test."""
     started: list[ApiProcess] = []
 
     def start(**settings: str) -> ApiProcess:
-        service = start_serve(tmp_path, {"SHUTDOWN_GRACE_SECONDS": "20", **settings}, log_level="info")
+        service = launch_serve(tmp_path, {"SHUTDOWN_GRACE_SECONDS": "20", **settings}, log_level="info").wait_ready()
         started.append(service)
         return service
 
@@ -98,12 +111,7 @@ def test_stream_heartbeats_and_a_disconnect_leaves_nothing_behind(
     start_service: Callable[..., ApiProcess],
 ) -> None:
     base = start_service(SSE_HEARTBEAT_SECONDS="0.2", SHUTDOWN_GRACE_SECONDS="0").url
-    with (
-        httpx.Client(base_url=base, timeout=30) as client,
-        http_server({"/slow.jpg": static_bytes(read_image("rocket.jpg"), delay=5.0)}) as images,
-    ):
-        payload = {"job_id": "hb", "type": "batch_optimization", "source_image_urls": [f"{images}/slow.jpg"]}
-        assert client.post("/api/v1/ai/job", json=payload, headers=AUTH).status_code == 202
+    with slow_job(base, "hb", delay=5.0) as client:
         lines: list[str] = []
         with client.stream("GET", "/api/v1/ai/job/hb/stream", headers=AUTH) as stream:
             for line in stream.iter_lines():
@@ -124,12 +132,7 @@ def test_stream_heartbeats_and_a_disconnect_leaves_nothing_behind(
 
 def test_streams_say_so_when_the_service_shuts_down(service: ApiProcess) -> None:
     base = service.url
-    with (
-        httpx.Client(base_url=base, timeout=30) as client,
-        http_server({"/slow.jpg": static_bytes(read_image("rocket.jpg"), delay=3.0)}) as images,
-    ):
-        payload = {"job_id": "bye", "type": "batch_optimization", "source_image_urls": [f"{images}/slow.jpg"]}
-        assert client.post("/api/v1/ai/job", json=payload, headers=AUTH).status_code == 202
+    with slow_job(base, "bye", delay=3.0) as client:
         lines: list[str] = []
         with client.stream("GET", "/api/v1/ai/job/bye/stream", headers=AUTH) as stream:
             for line in stream.iter_lines():

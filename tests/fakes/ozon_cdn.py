@@ -10,61 +10,32 @@ It counts requests and the most downloads in flight at once, so tests can check 
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Self
+from tests.fakes.base import FakeModelServer, Recorded, Reply, Stall
 
 HTML_PAGE = b"<!DOCTYPE html><html><head><title>Not found</title></head><body>Page not found</body></html>"
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: _Server
+class FakeCdn(FakeModelServer):
+    """The fake servers' machinery (recording, `latency`, in-flight counts) answering files by path.
 
-    def log_message(self, format: str, *args: object) -> None:
-        return
+    Every request is a download: none is refused early, so each one counts as in flight.
+    """
 
-    def do_GET(self) -> None:
-        self.server.owner._serve(self)
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    # Accept bursts of new connections as a CDN does (socketserver's default backlog is 5).
-    request_queue_size = 128
-    owner: FakeCdn
-
-    def handle_error(self, request: object, client_address: object) -> None:
-        # Clients that give up mid-answer (timeouts under test) are expected.
-        return
-
-
-class FakeCdn:
     def __init__(self, *, latency: float = 0.0) -> None:
-        self.latency = latency
+        # A CDN asks for no key.
+        super().__init__(api_key="", latency=latency)
         self.files: dict[str, tuple[bytes, str]] = {}
         self.delays: dict[str, float] = {}
-        self.requests: list[str] = []
-        self.in_flight = 0
-        self.max_in_flight = 0
-        self._lock = threading.Lock()
-        self._stopping = threading.Event()
-        self._server: _Server | None = None
+        # A `slow` path waits its own delay instead of `latency`.
+        self.rule = self._slow_paths
 
-    @property
-    def base(self) -> str:
-        assert self._server is not None, "the CDN is not running"
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def url(self, path: str) -> str:
-        return f"{self.base}/{path.lstrip('/')}"
+    def file_url(self, path: str) -> str:
+        return f"{self.url}/{path.lstrip('/')}"
 
     def put(self, path: str, data: bytes, content_type: str = "image/jpeg") -> str:
         with self._lock:
             self.files["/" + path.lstrip("/")] = (data, content_type)
-        return self.url(path)
+        return self.file_url(path)
 
     def html(self, path: str) -> str:
         return self.put(path, HTML_PAGE, "text/html; charset=utf-8")
@@ -74,49 +45,22 @@ class FakeCdn:
             self.delays["/" + path.lstrip("/")] = seconds
         return self.put(path, data)
 
-    def start(self) -> None:
-        self._server = _Server(("127.0.0.1", 0), _Handler)
-        self._server.owner = self
-        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    def route(self, request: Recorded) -> Reply | None:
+        return None
 
-    def stop(self) -> None:
-        self._stopping.set()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-
-    @contextmanager
-    def running(self) -> Iterator[Self]:
-        self.start()
-        try:
-            yield self
-        finally:
-            self.stop()
-
-    def _serve(self, handler: BaseHTTPRequestHandler) -> None:
-        path = handler.path.split("?", 1)[0]
+    def answer(self, request: Recorded) -> Reply:
         with self._lock:
-            self.requests.append(path)
-            self.in_flight += 1
-            self.max_in_flight = max(self.max_in_flight, self.in_flight)
-            found = self.files.get(path)
-            delay = self.delays.get(path, self.latency)
-        try:
-            if delay:
-                self._stopping.wait(delay)
-            if found is None:
-                handler.send_error(404)
-                return
-            data, content_type = found
-            try:
-                handler.send_response(200)
-                handler.send_header("Content-Type", content_type)
-                handler.send_header("Content-Length", str(len(data)))
-                handler.send_header("Cache-Control", "public, max-age=31536000")
-                handler.end_headers()
-                handler.wfile.write(data)
-            except OSError:
-                handler.close_connection = True
-        finally:
-            with self._lock:
-                self.in_flight -= 1
+            found = self.files.get(_path(request))
+        if found is None:
+            return Reply(status=404, body=b"", content_type="text/plain")
+        data, content_type = found
+        return Reply(body=data, content_type=content_type, headers={"Cache-Control": "public, max-age=31536000"})
+
+    def _slow_paths(self, request: Recorded) -> Stall | None:
+        with self._lock:
+            delay = self.delays.get(_path(request))
+        return Stall(delay) if delay is not None else None
+
+
+def _path(request: Recorded) -> str:
+    return request.path.split("?", 1)[0]

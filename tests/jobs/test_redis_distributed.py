@@ -26,7 +26,7 @@ from capability_service.services import Services, build_services
 from tests.api.helpers import wait_final
 from tests.jobs.samples import final, wait_for
 from tests.support.data import AUTH, read_image
-from tests.support.servers import http_server, static_bytes
+from tests.support.servers import photo_server
 
 # A database of its own: the reconciler walks every live job of the database it works on.
 DB = 2
@@ -44,12 +44,7 @@ async def db_url(redis_url: str) -> str:
 
 @pytest.fixture
 def images() -> Iterator[str]:
-    routes = {
-        "/photo.jpg": static_bytes(PHOTO),
-        "/slow.jpg": static_bytes(PHOTO, delay=0.4),
-        "/very-slow.jpg": static_bytes(PHOTO, delay=4),
-    }
-    with http_server(routes) as base:
+    with photo_server(PHOTO, {"/photo.jpg": 0, "/slow.jpg": 0.4, "/very-slow.jpg": 4}) as base:
         yield base
 
 

@@ -12,22 +12,17 @@ from capability_service.jobs.redis_store import RedisJobStore
 from capability_service.jobs.store import JobStoreUnavailable
 from tests.api.helpers import submit
 from tests.jobs.samples import make_job
-from tests.support.servers import in_ci, redis_server
+from tests.support.servers import redis_server, required
 
 
 @pytest.fixture
 def full_redis() -> Any:
-    try:
-        with redis_server() as url:
-            client = redis.Redis.from_url(url)
-            client.config_set("maxmemory-policy", "noeviction")
-            client.config_set("maxmemory", 1)
-            yield url
-            client.close()
-    except RuntimeError as exc:
-        if in_ci():
-            pytest.fail(str(exc))
-        pytest.skip(str(exc))
+    with required(redis_server(), "redis-server") as url:
+        client = redis.Redis.from_url(url)
+        client.config_set("maxmemory-policy", "noeviction")
+        client.config_set("maxmemory", 1)
+        yield url
+        client.close()
 
 
 async def test_an_out_of_memory_redis_is_unavailable_not_an_error(full_redis: str) -> None:

@@ -39,6 +39,17 @@ async def stored_image(client: httpx.AsyncClient, url: str) -> pyvips.Image:
     return pyvips.Image.new_from_buffer(response.content, "")
 
 
+async def replace_one_background(client: httpx.AsyncClient, job_id: str) -> None:
+    """A generative job of one photo completes with a result of the 3:4 target size."""
+    await submit(
+        client, job_id=job_id, type="background_replacement", config=CONFIG, source_image_urls=[data_uri("rocket.jpg")]
+    )
+    result = await wait_final(client, job_id)
+    assert result["status"] == "completed", result["errors"]
+    image = await stored_image(client, result["result_image_urls"][0])
+    assert (image.width, image.height) == (1500, 2000)
+
+
 async def test_a_generative_job_stores_target_sized_results_and_per_image_refusals(
     make_client: Callable[..., Any], gemini: GeminiFake
 ) -> None:
@@ -74,25 +85,13 @@ async def test_a_generative_job_stores_target_sized_results_and_per_image_refusa
 async def test_a_generative_job_survives_a_rate_limit(make_client: Callable[..., Any], gemini: GeminiFake) -> None:
     gemini.push(gemini.error(429, "RESOURCE_EXHAUSTED", "Quota exceeded", retry_delay="0.2s"))
     client = await make_client(ai_api_key=GEMINI_KEY, ai_api_base=gemini.api_base)
-    await submit(
-        client, job_id="gen-2", type="background_replacement", config=CONFIG, source_image_urls=[data_uri("rocket.jpg")]
-    )
-    result = await wait_final(client, "gen-2")
-    assert result["status"] == "completed", result["errors"]
-    image = await stored_image(client, result["result_image_urls"][0])
-    assert (image.width, image.height) == (1500, 2000)
+    await replace_one_background(client, "gen-2")
     assert len(gemini.model_calls()) == 2
 
 
 async def test_a_generative_job_with_the_openai_provider(make_client: Callable[..., Any], openai: OpenAIFake) -> None:
     client = await make_client(ai_provider="openai", openai_api_key=OPENAI_KEY, openai_api_base=openai.api_base)
-    await submit(
-        client, job_id="gen-3", type="background_replacement", config=CONFIG, source_image_urls=[data_uri("rocket.jpg")]
-    )
-    result = await wait_final(client, "gen-3")
-    assert result["status"] == "completed", result["errors"]
-    image = await stored_image(client, result["result_image_urls"][0])
-    assert (image.width, image.height) == (1500, 2000)
+    await replace_one_background(client, "gen-3")
     (call,) = openai.model_calls()
     assert call.parsed["fields"]["input_fidelity"] == "high"
 

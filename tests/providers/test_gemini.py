@@ -15,27 +15,15 @@ import pyvips
 
 from capability_service.providers.base import EditRequest, ProviderError, ProviderRefused
 from capability_service.providers.gemini import GeminiProvider
-from capability_service.providers.http import RetryPolicy
 from tests.fakes.base import Drop, Stall
 from tests.fakes.gemini_server import GeminiFake
 from tests.providers.conftest import GEMINI_KEY, SleepLog
+from tests.providers.edits import FAST, edit_once, edit_request, provider_options
 from tests.support.data import read_image
-
-FAST = RetryPolicy(max_retries=3, base_delay=0.05, max_delay=0.2, max_wait=2.0)
 
 
 def provider(fake: GeminiFake, sleep: SleepLog | None = None, **overrides: Any) -> GeminiProvider:
-    options: dict[str, Any] = {
-        "api_base": fake.api_base,
-        "api_key": GEMINI_KEY,
-        "timeout": 10.0,
-        "max_concurrency": 4,
-        "policy": FAST,
-    }
-    if sleep is not None:
-        options["sleep"] = sleep
-    options.update(overrides)
-    return GeminiProvider(**options)
+    return GeminiProvider(**provider_options(fake.api_base, GEMINI_KEY, sleep, **{"max_concurrency": 4, **overrides}))
 
 
 def noise_png(width: int, height: int) -> bytes:
@@ -46,23 +34,11 @@ def noise_png(width: int, height: int) -> bytes:
 
 
 def request(**overrides: Any) -> EditRequest:
-    values: dict[str, Any] = {
-        "image": read_image("rocket.jpg"),
-        "mime_type": "image/png",
-        "prompt": "Replace the background with a light grey studio backdrop",
-        "temperature": 0.5,
-        "aspect_ratio": "3:4",
-    }
-    values.update(overrides)
-    return EditRequest(**values)
+    return edit_request("rocket.jpg", "Replace the background with a light grey studio backdrop", **overrides)
 
 
 async def edit(fake: GeminiFake, req: EditRequest | None = None, **overrides: Any) -> Any:
-    model = provider(fake, **overrides)
-    try:
-        return await model.edit(req or request())
-    finally:
-        await model.close()
+    return await edit_once(provider(fake, **overrides), req or request())
 
 
 async def test_sends_the_documented_request_and_returns_the_models_image(gemini: GeminiFake) -> None:

@@ -15,7 +15,8 @@ from capability_service.providers.http import RetryPolicy, brief, parse_duration
 from tests.fakes.base import Drop, Stall
 from tests.fakes.gemini_server import GeminiFake
 from tests.providers.conftest import GEMINI_KEY, SleepLog
-from tests.providers.test_gemini import FAST, request
+from tests.providers.edits import FAST
+from tests.providers.test_gemini import request
 
 
 @pytest.mark.parametrize(

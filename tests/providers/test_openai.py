@@ -11,42 +11,24 @@ import pytest
 import pyvips
 
 from capability_service.providers.base import EditRequest, ProviderError, ProviderRefused
-from capability_service.providers.http import RetryPolicy
 from capability_service.providers.openai import OpenAIProvider
 from tests.fakes.base import Reply, Stall
 from tests.fakes.openai_server import OpenAIFake
 from tests.providers.conftest import OPENAI_KEY, SleepLog
+from tests.providers.edits import edit_once, edit_request, provider_options
 from tests.support.data import read_image
-
-FAST = RetryPolicy(max_retries=3, base_delay=0.05, max_delay=0.2, max_wait=2.0)
 
 
 def provider(fake: OpenAIFake, sleep: SleepLog | None = None, **overrides: Any) -> OpenAIProvider:
-    options: dict[str, Any] = {"api_base": fake.api_base, "api_key": OPENAI_KEY, "timeout": 10.0, "policy": FAST}
-    if sleep is not None:
-        options["sleep"] = sleep
-    options.update(overrides)
-    return OpenAIProvider(**options)
+    return OpenAIProvider(**provider_options(fake.api_base, OPENAI_KEY, sleep, **overrides))
 
 
 def request(**overrides: Any) -> EditRequest:
-    values: dict[str, Any] = {
-        "image": read_image("chelsea.png"),
-        "mime_type": "image/png",
-        "prompt": "Put the cat on a plain white studio background",
-        "temperature": 0.5,
-        "aspect_ratio": "3:4",
-    }
-    values.update(overrides)
-    return EditRequest(**values)
+    return edit_request("chelsea.png", "Put the cat on a plain white studio background", **overrides)
 
 
 async def edit(fake: OpenAIFake, req: EditRequest | None = None, **overrides: Any) -> Any:
-    model = provider(fake, **overrides)
-    try:
-        return await model.edit(req or request())
-    finally:
-        await model.close()
+    return await edit_once(provider(fake, **overrides), req or request())
 
 
 async def test_sends_a_multipart_edit_and_returns_the_image(openai: OpenAIFake) -> None:

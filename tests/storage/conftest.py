@@ -7,15 +7,10 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.seaweed import Seaweed, seaweed_server
-from tests.support.servers import in_ci
+from tests.support.servers import required
 
 
 @pytest.fixture(scope="session")
 def seaweed() -> Iterator[Seaweed]:
-    try:
-        with seaweed_server() as server:
-            yield server
-    except RuntimeError as exc:
-        if in_ci():
-            pytest.fail(f"SeaweedFS is required in CI: {exc}")
-        pytest.skip(str(exc))
+    with required(seaweed_server(), "SeaweedFS") as server:
+        yield server

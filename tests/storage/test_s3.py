@@ -9,10 +9,8 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-import boto3
 import httpx
 import pytest
-from botocore.config import Config
 
 from capability_service.core.config import Settings
 from capability_service.sources.fetch import FetchLimits, SourceFetcher
@@ -21,6 +19,7 @@ from capability_service.storage.base import StorageError
 from capability_service.storage.factory import create_storage
 from capability_service.storage.keys import result_key
 from capability_service.storage.s3 import S3Storage
+from tests.storage.clients import boto3_client
 from tests.support.seaweed import Seaweed
 from tests.support.servers import free_port
 
@@ -216,15 +215,7 @@ async def test_no_checksum_trailers_on_the_wire(make_storage: StorageFactory, se
 
     storage = make_storage(endpoint_url=seaweed.https_endpoint)
     ours = await asyncio.to_thread(sent_headers, storage._client, seaweed.bucket)
-    default = boto3.client(
-        "s3",
-        endpoint_url=seaweed.https_endpoint,
-        region_name="auto",
-        aws_access_key_id=seaweed.access_key,
-        aws_secret_access_key=seaweed.secret_key,
-        verify=str(seaweed.ca_file),
-        config=Config(s3={"addressing_style": "path"}),
-    )
+    default = boto3_client(seaweed, https=True)
     try:
         theirs = await asyncio.to_thread(sent_headers, default, seaweed.bucket)
     finally:

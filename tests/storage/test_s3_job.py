@@ -5,11 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import boto3
 import httpx
-from botocore.config import Config
 
 from tests.api.helpers import data_uri, submit, wait_final
+from tests.storage.clients import boto3_client
 from tests.support.data import AUTH
 from tests.support.seaweed import Seaweed
 
@@ -30,14 +29,7 @@ def s3_settings(seaweed: Seaweed, **extra: Any) -> dict[str, Any]:
 
 
 def read_object(seaweed: Seaweed, key: str) -> bytes:
-    client = boto3.client(
-        "s3",
-        endpoint_url=seaweed.http_endpoint,
-        region_name="auto",
-        aws_access_key_id=seaweed.access_key,
-        aws_secret_access_key=seaweed.secret_key,
-        config=Config(s3={"addressing_style": "path"}),
-    )
+    client = boto3_client(seaweed)
     try:
         body: bytes = client.get_object(Bucket=seaweed.bucket, Key=key)["Body"].read()
         return body

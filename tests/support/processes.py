@@ -1,8 +1,8 @@
 """Real `capability-service serve` and `worker` processes on loopback, for the e2e tests and the benchmarks.
 
-`start_serve` runs the HTTP API on a free 127.0.0.1 port and returns once its `/api/v1/health` answers;
-`start_worker` runs a Redis-mode worker and returns once it logs that it is connected. `launch_serve` and
-`launch_worker` start without waiting, so several processes can boot at once (`wait_ready` each after).
+`launch_serve` runs the HTTP API on a free 127.0.0.1 port and `launch_worker` a Redis-mode worker, both
+without waiting, so several processes can boot at once; `wait_ready` returns once the API's
+`/api/v1/health` answers or the worker logs that it is connected (`launch_serve(...).wait_ready()`).
 
 Every process:
 - gets this environment without any of the service's own settings (a developer's `AI_API_KEY` or
@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Self, TypeVar
+from typing import IO, Self
 
 import httpx
 
@@ -151,11 +151,17 @@ class ServiceProcess:
         return self.process.poll()
 
     def wait_ready(self, timeout: float = 60) -> Self:
-        """Block until the process does its work; `RuntimeError` with its output if it exits first or is late."""
+        """Block until the process does its work; `RuntimeError` with its output if it exits first or is late.
+
+        A process that does not get ready is killed, so a failed start leaves nothing running.
+        """
         try:
             self._wait_serving(timeout)
-        except TimeoutError as exc:
-            raise RuntimeError(f"{exc}\n{self.name} output:\n{self.tail()}") from None
+        except BaseException as exc:
+            self.stop(signal.SIGKILL)
+            if isinstance(exc, TimeoutError):
+                raise RuntimeError(f"{exc}\n{self.name} output:\n{self.tail()}") from None
+            raise
         return self
 
     def _wait_serving(self, timeout: float) -> None:
@@ -263,40 +269,3 @@ def launch_worker(
     if concurrency is not None:
         command += ["--concurrency", str(concurrency)]
     return WorkerProcess(name, command, env, workdir)
-
-
-P = TypeVar("P", bound=ServiceProcess)
-
-
-def _ready(process: P, timeout: float) -> P:
-    try:
-        return process.wait_ready(timeout)
-    except BaseException:
-        process.stop(signal.SIGKILL)
-        raise
-
-
-def start_serve(
-    workdir: Path,
-    settings: Mapping[str, str] | None = None,
-    *,
-    name: str = "serve",
-    api_key: str = API_KEY,
-    log_level: str = "warning",
-    timeout: float = 60,
-) -> ApiProcess:
-    """`launch_serve`, then wait until it answers; killed again if it does not start."""
-    return _ready(launch_serve(workdir, settings, name=name, api_key=api_key, log_level=log_level), timeout)
-
-
-def start_worker(
-    workdir: Path,
-    settings: Mapping[str, str] | None = None,
-    *,
-    name: str = "worker",
-    concurrency: int | None = None,
-    api_key: str = API_KEY,
-    timeout: float = 60,
-) -> WorkerProcess:
-    """`launch_worker`, then wait until it is connected; killed again if it does not start."""
-    return _ready(launch_worker(workdir, settings, name=name, concurrency=concurrency, api_key=api_key), timeout)

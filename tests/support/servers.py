@@ -10,11 +10,14 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import ClassVar
+from typing import ClassVar, TypeVar
+
+import pytest
 
 Route = Callable[[BaseHTTPRequestHandler], None]
+T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -56,18 +59,25 @@ class QuietServer(ThreadingHTTPServer):
 
 
 @contextmanager
-def http_server(routes: dict[str, Route]) -> Iterator[str]:
-    """A threaded HTTP server on 127.0.0.1 answering `routes`; yields its base URL."""
-    handler = type("Handler", (RoutedHandler,), {"routes": routes})
-    server = QuietServer(("127.0.0.1", 0), handler)
+def serving(server: ThreadingHTTPServer, name: str = "test-http") -> Iterator[str]:
+    """Run `server` (bound to 127.0.0.1) from a daemon thread; yields its base URL, stops it on exit."""
     server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, name=name, daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()
+        thread.join(timeout=5)
+
+
+@contextmanager
+def http_server(routes: dict[str, Route]) -> Iterator[str]:
+    """A threaded HTTP server on 127.0.0.1 answering `routes`; yields its base URL."""
+    handler = type("Handler", (RoutedHandler,), {"routes": routes})
+    with serving(QuietServer(("127.0.0.1", 0), handler)) as base:
+        yield base
 
 
 def static_bytes(data: bytes, content_type: str = "image/jpeg", delay: float = 0.0) -> Route:
@@ -81,6 +91,13 @@ def static_bytes(data: bytes, content_type: str = "image/jpeg", delay: float = 0
         handler.wfile.write(data)
 
     return route
+
+
+@contextmanager
+def photo_server(photo: bytes, delays: dict[str, float]) -> Iterator[str]:
+    """`photo` (a JPEG) at each path of `delays`, answered after that many seconds; yields the base URL."""
+    with http_server({path: static_bytes(photo, delay=delay) for path, delay in delays.items()}) as base:
+        yield base
 
 
 @contextmanager
@@ -119,3 +136,16 @@ def redis_server() -> Iterator[str]:
 
 def in_ci() -> bool:
     return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+@contextmanager
+def required(server: AbstractContextManager[T], what: str) -> Iterator[T]:
+    """Enter `server` for a fixture; one that cannot start (`RuntimeError`) skips the test, or fails it in CI."""
+    with ExitStack() as stack:
+        try:
+            value = stack.enter_context(server)
+        except RuntimeError as exc:
+            if in_ci():
+                pytest.fail(f"{what} is required in CI: {exc}")
+            pytest.skip(str(exc))
+        yield value

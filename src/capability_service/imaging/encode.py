@@ -12,13 +12,14 @@ to 1920 px (see the README's performance section):
 from __future__ import annotations
 
 import io
+import time
 from typing import Any
 
 import pyvips
 from PIL import ImageCms
 
-from capability_service.imaging.decode import Deadline, vips_error
-from capability_service.imaging.types import RGB, WHITE, ImageError, OutputFormat, Quality
+from capability_service.imaging.decode import Deadline, ImageInfo, vips_error
+from capability_service.imaging.types import RGB, WHITE, EncodedImage, ImageError, OutputFormat, Quality
 
 QUALITY_VALUES: dict[Quality, int] = {"low": 70, "standard": 85, "high": 95}
 # AVIF's Q scale is harsher than JPEG's: these give about the same look as jpg 70/85/95.
@@ -161,3 +162,44 @@ def encode(
     except pyvips.Error as exc:
         raise vips_error(exc, f"encoded as {fmt}", deadline) from None
     raise ImageError(f"unknown output format {fmt!r}")
+
+
+def encoded_result(
+    source: bytes,
+    info: ImageInfo,
+    out: bytes,
+    fmt: OutputFormat,
+    size: tuple[int, int],
+    quality: int | None,
+    details: dict[str, Any],
+    started: float,
+    timings: dict[str, float],
+) -> EncodedImage:
+    """`out` as a result of `source`, with the metadata every re-encoding reports.
+
+    Source and result facts come first, then the operation's own `details`, then the time since
+    `started` (a `time.perf_counter()` reading) and the `timings` of its steps.
+    """
+    source_w, source_h = info.upright_size
+    width, height = size
+    return EncodedImage(
+        data=out,
+        format=fmt,
+        width=width,
+        height=height,
+        metadata={
+            "original_width": source_w,
+            "original_height": source_h,
+            "original_bytes": len(source),
+            "original_format": info.format,
+            "result_width": width,
+            "result_height": height,
+            "result_bytes": len(out),
+            "result_format": fmt,
+            "compression_ratio": round(len(source) / len(out), 3),
+            "quality": quality,
+            **details,
+            "processing_ms": round((time.perf_counter() - started) * 1000, 1),
+            "timings": timings,
+        },
+    )

@@ -26,7 +26,7 @@ import numpy.typing as npt
 import pyvips
 
 from capability_service.imaging.decode import Deadline, open_image, probe, vips_error
-from capability_service.imaging.encode import encode, quality_value, to_srgb
+from capability_service.imaging.encode import encode, encoded_result, quality_value, to_srgb
 from capability_service.imaging.types import EncodedImage, EnhanceOptions
 
 U8 = npt.NDArray[np.uint8]
@@ -274,26 +274,14 @@ def enhance(data: bytes, options: EnhanceOptions) -> EncodedImage:
     encoding = time.perf_counter()
     out = encode(image, options.format, options.quality, background=options.background, deadline=deadline)
     timings["encode_ms"] = round((time.perf_counter() - encoding) * 1000, 1)
-    source_w, source_h = info.upright_size
-    return EncodedImage(
-        data=out,
-        format=options.format,
-        width=image.width,
-        height=image.height,
-        metadata={
-            "original_width": source_w,
-            "original_height": source_h,
-            "original_bytes": len(data),
-            "original_format": info.format,
-            "result_width": image.width,
-            "result_height": image.height,
-            "result_bytes": len(out),
-            "result_format": options.format,
-            "compression_ratio": round(len(data) / len(out), 3),
-            "quality": quality_value(options.format, options.quality),
-            "enhancement_level": options.level,
-            **notes,
-            "processing_ms": round((time.perf_counter() - started) * 1000, 1),
-            "timings": timings,
-        },
+    return encoded_result(
+        data,
+        info,
+        out,
+        options.format,
+        (image.width, image.height),
+        quality_value(options.format, options.quality),
+        {"enhancement_level": options.level, **notes},
+        started,
+        timings,
     )

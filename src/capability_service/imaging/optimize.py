@@ -21,7 +21,7 @@ from typing import Any
 import pyvips
 
 from capability_service.imaging.decode import Deadline, ImageInfo, open_image, probe, vips_error
-from capability_service.imaging.encode import drop_opaque_alpha, encode, quality_value, to_srgb
+from capability_service.imaging.encode import drop_opaque_alpha, encode, encoded_result, quality_value, to_srgb
 from capability_service.imaging.strip import strip_metadata
 from capability_service.imaging.types import EncodedImage, ImageError, OptimizeOptions
 
@@ -153,26 +153,14 @@ def optimize(data: bytes, options: OptimizeOptions) -> EncodedImage:
             out, kept_source = stripped, True
             notes["note"] = "re-encoding made the image larger; the source is returned with its metadata removed"
     png_palette = options.quality == "low" if options.png_palette is None else options.png_palette
-    return EncodedImage(
-        data=out,
-        format=options.format,
-        width=out_w,
-        height=out_h,
-        metadata={
-            "original_width": source_w,
-            "original_height": source_h,
-            "original_bytes": len(data),
-            "original_format": info.format,
-            "result_width": out_w,
-            "result_height": out_h,
-            "result_bytes": len(out),
-            "result_format": options.format,
-            "compression_ratio": round(len(data) / len(out), 3),
-            "quality": quality_value(options.format, options.quality, png_palette),
-            "quality_preset": options.quality,
-            "kept_source": kept_source,
-            **notes,
-            "processing_ms": round((time.perf_counter() - started) * 1000, 1),
-            "timings": {"encode_ms": encode_ms},
-        },
+    return encoded_result(
+        data,
+        info,
+        out,
+        options.format,
+        (out_w, out_h),
+        quality_value(options.format, options.quality, png_palette),
+        {"quality_preset": options.quality, "kept_source": kept_source, **notes},
+        started,
+        {"encode_ms": encode_ms},
     )

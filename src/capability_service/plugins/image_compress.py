@@ -3,23 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 from pydantic import BaseModel, Field
 
 from capability_service.imaging.optimize import optimize
-from capability_service.imaging.types import EncodedImage, OptimizeOptions, Quality
-from capability_service.plugins.base import BasePlugin, CamelModel, ProcessContext, ProcessingMode
+from capability_service.imaging.types import EncodedImage, OptimizeOptions
+from capability_service.plugins.ai_playground.configs import BatchOptimizationConfig
+from capability_service.plugins.base import BasePlugin, ProcessContext, ProcessingMode
 
 
-class CompressConfig(CamelModel):
+# A batch optimization's fields, with a larger default size: one upload is kept sharper.
+class CompressConfig(BatchOptimizationConfig):
     """Form fields of `POST /image/compress` (camelCase, as the front end sends them)."""
 
-    quality: Quality = "standard"
-    format: Literal["webp", "jpg", "png", "avif"] = "webp"
     # Longest side of the result; the image is never upscaled.
     max_size: int = Field(4096, ge=16, le=10_000)
-    maintain_aspect: bool = True
 
 
 class ImageCompressPlugin(BasePlugin):
