@@ -19,7 +19,7 @@ from redis import Redis
 
 from tests.api.helpers import parse_sse
 from tests.support.data import AUTH, read_image
-from tests.support.processes import ServiceProcess, launch_serve, start_serve, start_worker
+from tests.support.processes import ServiceProcess, launch_serve, launch_worker
 from tests.support.servers import http_server, static_bytes
 
 pytestmark = pytest.mark.e2e
@@ -67,7 +67,7 @@ def fetch_every_result(api: str, result: dict[str, Any]) -> None:
 
 
 def test_memory_mode_results_are_fetched_through_their_urls(tmp_path: Path, images: str) -> None:
-    service = start_serve(tmp_path, log_level="info")
+    service = launch_serve(tmp_path, log_level="info").wait_ready()
     try:
         assert not service.url.endswith(":8000")
         result = run_job(service.url, "urls-memory", [f"{images}/a.jpg", f"{images}/b.jpg"])
@@ -77,7 +77,7 @@ def test_memory_mode_results_are_fetched_through_their_urls(tmp_path: Path, imag
 
 
 def test_urls_follow_the_host_and_the_forwarded_scheme_of_each_request(tmp_path: Path, images: str) -> None:
-    service = start_serve(tmp_path)
+    service = launch_serve(tmp_path).wait_ready()
     try:
         run_job(service.url, "urls-host", [f"{images}/a.jpg"])
         port = service.url.rsplit(":", 1)[1]
@@ -106,7 +106,7 @@ def test_redis_mode_results_written_by_a_worker_are_fetched_through_their_urls(
         api = launch_serve(tmp_path, settings, name="api", log_level="info")
         processes.append(api)
         # The worker, not the API, stores the results and writes their URLs into the job.
-        processes.append(start_worker(tmp_path, settings, name="worker"))
+        processes.append(launch_worker(tmp_path, settings, name="worker").wait_ready())
         api.wait_ready(timeout=60)
         assert not api.url.endswith(":8000")
         result = run_job(api.url, "urls-redis", [f"{images}/a.jpg", f"{images}/b.jpg"])

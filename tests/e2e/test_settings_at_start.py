@@ -17,7 +17,7 @@ import pytest
 
 from capability_service.core.config import Settings
 from tests.support.data import AUTH, DATA
-from tests.support.processes import CLI, process_env, start_serve
+from tests.support.processes import CLI, launch_serve, process_env
 
 pytestmark = pytest.mark.e2e
 
@@ -29,7 +29,7 @@ def test_every_optional_setting_empty_starts_on_the_offline_engine(tmp_path: Pat
     assert {"AI_API_KEY", "OPENAI_API_KEY", "S3_SECRET_ACCESS_KEY", "OZON_API_KEY", "METRICS_TOKEN"} <= set(OPTIONAL)
     # PROMETHEUS_MULTIPROC_DIR is read by prometheus-client from the process environment itself.
     empty = {name: "" for name in OPTIONAL if name != "PROMETHEUS_MULTIPROC_DIR"}
-    service = start_serve(tmp_path, empty, log_level="info")
+    service = launch_serve(tmp_path, empty, log_level="info").wait_ready()
     try:
         health = httpx.get(f"{service.url}/api/v1/health", headers=AUTH, timeout=30).json()
         assert health["status"] == "ok", health
