@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
 
 from pydantic import BaseModel
 
@@ -29,23 +30,15 @@ from capability_service.storage.retry import put_with_retry
 log = logging.getLogger(__name__)
 
 
+@dataclass(kw_only=True)
 class ImagePipeline:
-    def __init__(
-        self,
-        *,
-        fetcher: SourceFetcher,
-        storage: Storage,
-        cpu: CpuExecutor,
-        image_timeout: float,
-        cache: ResultCache | None = None,
-        storage_retry_seconds: float = 0.0,
-    ) -> None:
-        self.fetcher = fetcher
-        self.storage = storage
-        self.cpu = cpu
-        self.image_timeout = image_timeout
-        self.storage_retry_seconds = storage_retry_seconds
-        self.cache = cache or ResultCache(storage, enabled=False, ttl_seconds=0)
+    fetcher: SourceFetcher
+    storage: Storage
+    cpu: CpuExecutor
+    image_timeout: float
+    # Always there (a disabled cache misses every look-up): one code path whether or not it is on.
+    cache: ResultCache
+    storage_retry_seconds: float = 0.0
 
     async def run(self, job: Job, index: int, plugin: BasePlugin, config: BaseModel) -> ImageOutcome:
         """Process one image; every expected failure becomes this image's error, never an exception.
