@@ -221,33 +221,16 @@ def slow_drip(head: bytes, *, interval: float, total: int = 100_000) -> Route:
     return route
 
 
-def tracked(data: bytes, stats_holder: list[Stats], hold: float) -> Route:
-    """Serves `data` after `hold` seconds while counting requests in progress."""
-
-    def route(handler: BaseHTTPRequestHandler) -> None:
-        stats = stats_holder[0]
-        with stats.lock:
-            stats.active += 1
-            stats.max_active = max(stats.max_active, stats.active)
-        try:
-            time.sleep(hold)
-            send(handler, 200, data)
-        finally:
-            with stats.lock:
-                stats.active -= 1
-
-    return route
-
-
-def held(data: bytes, stats: Stats, release: threading.Event, limit: float = 60.0) -> Route:
-    """Serves `data` once `release` is set (at most `limit` seconds on), counting requests in progress."""
+def counted(data: bytes, stats: Stats, wait: Callable[[], object]) -> Route:
+    """Serves `data` once `wait()` returns (a pause, or an event set by the test), counting requests in
+    progress in `stats`."""
 
     def route(handler: BaseHTTPRequestHandler) -> None:
         with stats.lock:
             stats.active += 1
             stats.max_active = max(stats.max_active, stats.active)
         try:
-            release.wait(limit)
+            wait()
             send(handler, 200, data)
         finally:
             with stats.lock:

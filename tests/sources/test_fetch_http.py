@@ -364,17 +364,20 @@ async def test_connection_refused(make_fetcher: FetcherFactory) -> None:
 
 
 async def test_concurrency_is_bounded(make_fetcher: FetcherFactory) -> None:
-    holder = [loopback.Stats()]
-    with loopback.serve({"/a.jpg": loopback.tracked(JPEG, holder, hold=0.2)}) as server:
+    stats = loopback.Stats()
+    with loopback.serve({"/a.jpg": loopback.counted(JPEG, stats, lambda: time.sleep(0.2))}) as server:
         fetcher = make_fetcher(allow_private=True, limits=FetchLimits(max_concurrency=2, total_timeout=10.0))
         results = await asyncio.gather(*(fetcher.fetch(f"{server.url}/a.jpg?i={i}") for i in range(6)))
     assert all(result.data == JPEG for result in results)
-    assert holder[0].max_active == 2
+    assert stats.max_active == 2
 
 
 async def test_a_slow_host_holds_at_most_its_share_of_the_slots(make_fetcher: FetcherFactory) -> None:
     slow_stats, release = loopback.Stats(), threading.Event()
-    routes = {"/slow.jpg": loopback.held(JPEG, slow_stats, release), "/fast.jpg": loopback.image(JPEG)}
+    routes = {
+        "/slow.jpg": loopback.counted(JPEG, slow_stats, lambda: release.wait(60)),
+        "/fast.jpg": loopback.image(JPEG),
+    }
     fetcher = make_fetcher(
         allow_private=True, limits=FetchLimits(max_concurrency=3, max_per_host=2, total_timeout=60.0)
     )

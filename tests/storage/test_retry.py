@@ -20,7 +20,7 @@ from capability_service.storage.base import StorageError, TransientStorageError
 from capability_service.storage.local import write_error
 from capability_service.storage.retry import put_with_retry
 from capability_service.storage.s3 import S3Storage
-from tests.support.servers import QuietServer
+from tests.support.servers import QuietServer, serving
 
 JPEG = (Path(__file__).parent.parent / "data" / "rocket.jpg").read_bytes()
 KEY = "ai-playground/default/u/j/0.jpg"
@@ -67,15 +67,8 @@ class S3Answers:
 
 @contextmanager
 def s3_endpoint(answers: S3Answers) -> Iterator[str]:
-    server = QuietServer(("127.0.0.1", 0), answers.handler())
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(QuietServer(("127.0.0.1", 0), answers.handler()), name="s3-answers") as url:
+        yield url
 
 
 @pytest.fixture
