@@ -12,6 +12,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from capability_service.core import metrics
 from capability_service.core.config import Settings
 from capability_service.core.security import ApiKeyChecker
 from capability_service.jobs.cpu import CpuExecutor
@@ -91,6 +92,7 @@ class Services:
 def build_services(settings: Settings) -> Services:
     """Every service of one process, wired; nothing connects or starts before `Services.start`."""
     storage = create_storage(settings)
+    metrics.storage_in_use(storage.backend)
     fetcher = SourceFetcher.from_settings(settings, storage=storage)
     provider = create_provider(settings)
     ozon_client = OzonSellerClient(base_url=settings.ozon_api_base)

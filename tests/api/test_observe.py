@@ -175,6 +175,13 @@ async def test_metrics_are_open_without_a_token_and_never_need_an_api_key(client
     assert "# TYPE capsvc_jobs_total counter" in answer.text
 
 
+async def test_storage_series_exist_before_the_first_retry(client: httpx.AsyncClient) -> None:
+    # An alert on `rate(capsvc_storage_upload_retries_total[5m])` needs a series from the start.
+    found = await scrape(client)
+    assert found.has("capsvc_storage_upload_retries_total", backend="local")
+    assert found.has("capsvc_storage_uploads_waiting", backend="local")
+
+
 @pytest.mark.engines("memory")
 async def test_request_id_is_taken_when_sane_and_made_otherwise(client: httpx.AsyncClient) -> None:
     sent = "req-2026.11.29:abc_DEF-1"

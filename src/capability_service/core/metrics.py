@@ -162,6 +162,13 @@ def storage_retry(backend: str) -> None:
     STORAGE_RETRIES.labels(backend=backend).inc()
 
 
+def storage_in_use(backend: str) -> None:
+    """Export the storage families at zero from the start: a dashboard's `rate()` and an alert on them
+    then have a series before the first retry ever happens."""
+    STORAGE_RETRIES.labels(backend=backend)
+    STORAGE_UPLOADS_WAITING.labels(backend=backend)
+
+
 def storage_upload_waiting(backend: str, change: int) -> None:
     """An upload starts (+1) or ends (-1) a burst of retries (`capsvc_storage_uploads_waiting{backend}`)."""
     STORAGE_UPLOADS_WAITING.labels(backend=backend).inc(change)
