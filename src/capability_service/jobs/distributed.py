@@ -299,6 +299,10 @@ class ImageFeed:
         )
 
 
+# Task slots of a worker beyond its `concurrency`, kept for the images of tenants that arrive.
+ARRIVAL_SLOTS = 1
+
+
 class ImageWorker:
     """Runs image tasks from the queue: `concurrency` images at a time, with heartbeats and reconciling."""
 
@@ -321,7 +325,10 @@ class ImageWorker:
         self._saq = _TaskWorker(
             self.queue,
             functions=[(TASK_FUNCTION, self.process_image)],
-            concurrency=concurrency,
+            # One task slot more than the capacity the fair windows share out (the metadata below): the
+            # tenants at work fill `concurrency` slots, so the image of a tenant that arrives starts at once
+            # and waits only for the next free CPU thread, which `FairGate` gives it first.
+            concurrency=concurrency + ARRIVAL_SLOTS,
             timers={"schedule": 1, "worker_info": 5, "sweep": self.sweep_seconds, "abort": 1},
             dequeue_timeout=DEQUEUE_TIMEOUT_SECONDS,
             shutdown_grace_period_s=math.ceil(shutdown_grace),
