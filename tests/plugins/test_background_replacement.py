@@ -7,6 +7,7 @@ import io
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
+import cv2
 import numpy as np
 import numpy.typing as npt
 import pytest
@@ -92,8 +93,59 @@ async def test_offline_composite_keeps_the_product_and_reports_how(settings: Set
     assert "studio" in meta["background"] and "note" not in meta
     assert {"segment_ms", "background_ms", "composite_ms", "processing_ms"} <= set(meta["timings"])
     assert_product_preserved(canvas, pixels, alpha, placement(result))
+    # A product big enough for the canvas: no enlargement worth a warning.
+    assert meta["product_scale"] == pytest.approx(placement(result).scale, abs=1e-3)
+    assert meta["product_scale"] < 2.0 and meta["warnings"] == []
     # The studio backdrop at the corners, not the old photo.
     assert abs(int(canvas[2, 2, 0]) - 217) <= 8
+
+
+async def test_a_small_product_is_enlarged_with_lanczos_and_warned_about(
+    make_settings: Callable[..., Settings], ctx: ProcessContext, data_dir: Any
+) -> None:
+    # A 128 px product (its own alpha) on the real 1500x2000 canvas: enlarged about ten times.
+    settings = make_settings()
+    source = (data_dir / "Minduka_Present_Blue_Pack.png").read_bytes()
+    plugin = AiPlaygroundPlugin(PluginDeps(settings=settings))
+    result = await run(plugin, {"backgroundPrompt": "pure white", "shadow": False}, source, ctx)
+    meta = result.metadata
+    place = placement(result)
+    assert meta["product_scale"] == pytest.approx(place.scale, abs=1e-3) and meta["product_scale"] > 8
+    [warning] = meta["warnings"]
+    assert warning["code"] == "product_upscaled" and warning["limit"] == settings.product_scale_warning == 2.0
+    assert warning["product_scale"] == pytest.approx(meta["product_scale"], abs=0.01)
+    assert f"{meta['product_scale']:.1f}x" in warning["message"] and "at least" in warning["message"]
+
+    # The enlargement is Lanczos (8x8 taps): inside the product the canvas matches OpenCV's Lanczos-4
+    # enlargement of the source crop, and is closer to it than a bicubic or bilinear enlargement would be.
+    with Image.open(io.BytesIO(source)) as image:
+        rgba = np.asarray(image.convert("RGBA"))
+    x, y, w, h = place.crop
+    bx, by, bw, bh = place.box
+    crop = rgba[y : y + h, x : x + w]
+    with Image.open(io.BytesIO(result.data)) as image:
+        product = np.asarray(image.convert("RGB"))[by : by + bh, bx : bx + bw].astype(np.float32)
+    # Opaque well inside the outline: no alpha blending there, only the resampling filter.
+    solid = cv2.erode((crop[..., 3] == 255).astype(np.uint8), np.ones((5, 5), np.uint8))
+    inside = cv2.resize(solid, (bw, bh), interpolation=cv2.INTER_NEAREST).astype(bool)
+    assert inside.sum() > 0.3 * bw * bh
+
+    def error(flag: int) -> float:
+        enlarged = cv2.resize(crop[..., :3].astype(np.float32), (bw, bh), interpolation=flag)
+        return float(np.abs(enlarged - product)[inside].mean())
+
+    lanczos, cubic, linear = error(cv2.INTER_LANCZOS4), error(cv2.INTER_CUBIC), error(cv2.INTER_LINEAR)
+    assert lanczos < 1.0 and lanczos < cubic < linear
+
+
+async def test_a_bigger_limit_means_no_warning(
+    make_settings: Callable[..., Settings], ctx: ProcessContext, data_dir: Any
+) -> None:
+    settings = make_settings(product_scale_warning=20.0)
+    source = (data_dir / "Minduka_Present_Blue_Pack.png").read_bytes()
+    plugin = AiPlaygroundPlugin(PluginDeps(settings=settings))
+    result = await run(plugin, {"backgroundPrompt": "pure white"}, source, ctx)
+    assert result.metadata["product_scale"] > 8 and result.metadata["warnings"] == []
 
 
 async def test_an_unknown_prompt_falls_back_to_white_with_a_note(settings: Settings, ctx: ProcessContext) -> None:

@@ -28,7 +28,7 @@ from capability_service.imaging import background as backgrounds
 from capability_service.imaging import canvas, composite
 from capability_service.imaging.types import EncodedImage, ImageError, OutputFormat, Quality
 from capability_service.plugins.ai_playground.configs import BackgroundReplacementConfig, temperature_for
-from capability_service.plugins.base import PluginDeps, ProcessContext
+from capability_service.plugins.base import ImageWarning, PluginDeps, ProcessContext
 from capability_service.providers.base import EditRequest
 
 # What the remote model is shown behind the product while it paints the scene.
@@ -64,6 +64,23 @@ def model_request(
         aspect_ratio=aspect_ratio(width, height),
         seed=config.seed,
     )
+
+
+def upscale_warnings(placement: composite.Placement, limit: float) -> list[ImageWarning]:
+    """A `product_upscaled` warning when the product had to be enlarged more than `limit` times."""
+    if placement.scale <= limit:
+        return []
+    _, _, crop_w, crop_h = placement.crop
+    _, _, box_w, box_h = placement.box
+    # The source size at which the product would need no more than `limit` times enlarging.
+    wanted_w, wanted_h = math.ceil(box_w / limit), math.ceil(box_h / limit)
+    message = (
+        f"the product is {crop_w}x{crop_h} px in the photo and was enlarged {placement.scale:.1f}x to fill the "
+        f"canvas, so it looks soft; use a photo in which the product is at least {wanted_w}x{wanted_h} px"
+    )
+    return [
+        ImageWarning(code="product_upscaled", message=message, product_scale=round(placement.scale, 2), limit=limit)
+    ]
 
 
 def _ms(since: float) -> float:
@@ -138,6 +155,11 @@ async def _composite(
             "background": description,
             "shadow": shadow,
             "placement": cutout.placement.as_dict(),
+            # Canvas pixels per source pixel: above 1 the product was enlarged (see `warnings`).
+            "product_scale": round(cutout.placement.scale, 3),
+            "warnings": [
+                warning.as_metadata() for warning in upscale_warnings(cutout.placement, settings.product_scale_warning)
+            ],
             "product_preserved": True,
             **({"note": note} if note else {}),
             "timings": timings,
