@@ -37,13 +37,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
+import numpy.typing as npt
 import pyvips
 
 if not __package__:  # run as a script: its own folder is on sys.path, the repository root is not
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.fakes.base import Recorded, Reply
-from tests.fakes.gemini_server import GeminiFake
+from tests.fakes.base import Recorded, Reply, json_reply, render_result
+from tests.fakes.gemini_server import SIZES, GeminiFake
 
 from benchmarks._proc import tree_cpu_seconds
 from benchmarks._service import run_job, running_service
@@ -79,13 +81,18 @@ def seller_photos(count: int) -> list[bytes]:
 
 
 def answer_once(fake: GeminiFake) -> None:
-    """Make the fake render its first answer and repeat it for every later call (one render per shape)."""
+    """Make the fake answer every call with the same scene, rendered once per shape (so the baseline's results
+    and the current code's can be compared pixel for pixel, whatever each showed the model)."""
     answers: dict[Any, Reply] = {}
 
     def rule(request: Recorded) -> Reply:
         shape = request.parsed["aspect_ratio"]
         if shape not in answers:
-            answers[shape] = fake.answer(request)
+            width, height = SIZES[shape or "1:1"]
+            scene = render_result(None, width, height, 4242)
+            part = {"inlineData": {"mimeType": "image/png", "data": base64.b64encode(scene).decode()}}
+            content = {"role": "model", "parts": [part]}
+            answers[shape] = json_reply(200, {"candidates": [{"content": content, "finishReason": "STOP", "index": 0}]})
         return answers[shape]
 
     fake.rule = rule
@@ -102,30 +109,40 @@ def baseline_source(revision: str, scratch: Path) -> Path:
 
 def job_time(
     fake: GeminiFake, workdir: Path, photos: list[bytes], mode: str, source: Path | None, env: dict[str, str]
-) -> tuple[float, float]:
-    """Wall seconds of the job, and the CPU seconds the service spent meanwhile."""
+) -> tuple[float, float, list[npt.NDArray[np.uint8]]]:
+    """Wall seconds of a job over all `photos` but the last, the CPU seconds the service spent meanwhile, and the
+    result images."""
     overrides = {"AI_API_KEY": MODEL_KEY, "AI_API_BASE": fake.api_base, **env}
     if source is not None:
         # Ahead of the installed package on sys.path: the service runs the baseline's code.
         overrides["PYTHONPATH"] = str(source)
-    payload = {
-        "type": "background_replacement",
-        "config": {"backgroundPrompt": "sunlit marble kitchen counter", "mode": mode},
-        "source_image_urls": ["data:image/jpeg;base64," + base64.b64encode(photo).decode() for photo in photos],
-    }
+    urls = ["data:image/jpeg;base64," + base64.b64encode(photo).decode() for photo in photos]
+    config = {"backgroundPrompt": "sunlit marble kitchen counter", "mode": mode}
+    payload = {"type": "background_replacement", "config": config, "source_image_urls": urls[:-1]}
     with running_service(workdir, overrides) as service, httpx.Client(base_url=service.url, timeout=60) as client:
-        # One image first, outside the timing: the model sessions and the libraries' caches are warm in a
-        # service that has been up for a while.
-        warm, _ = run_job(client, {**payload, "source_image_urls": payload["source_image_urls"][:1]})
+        # One image first (the last photo, which the job does not hold), outside the timing: the model
+        # sessions and the libraries' caches are warm in a service that has been up for a while.
+        warm, _ = run_job(client, {**payload, "source_image_urls": urls[-1:]})
         if warm["errors"]:
             raise SystemExit(f"the warm-up image failed: {warm['errors'][0]['error']}")
         cpu_before = tree_cpu_seconds(service.pid)
         result, elapsed = run_job(client, payload)
         cpu = tree_cpu_seconds(service.pid) - cpu_before
-    failed = [error["error"] for error in result["errors"]]
-    if failed:
-        raise SystemExit(f"{len(failed)} images failed: {failed[0]}")
-    return elapsed, cpu
+        failed = [error["error"] for error in result["errors"]]
+        if failed:
+            raise SystemExit(f"{len(failed)} images failed: {failed[0]}")
+        images = [
+            np.asarray(pyvips.Image.new_from_buffer(client.get(url).raise_for_status().content, "").numpy())
+            for url in result["result_image_urls"]
+        ]
+    return elapsed, cpu, images
+
+
+def difference(first: list[npt.NDArray[np.uint8]], second: list[npt.NDArray[np.uint8]]) -> str:
+    """How far two runs' results are apart, pixel for pixel."""
+    same = sum(np.array_equal(a, b) for a, b in zip(first, second, strict=True))
+    worst = max(int(np.abs(a.astype(np.int16) - b).max()) for a, b in zip(first, second, strict=True))
+    return f"{same} of {len(first)} results identical to the baseline's, largest pixel difference {worst}"
 
 
 def main() -> int:
@@ -138,7 +155,10 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="the current code only, one round")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="a service setting")
     args = parser.parse_args()
-    env = dict(item.split("=", 1) for item in args.env)
+    env: dict[str, str] = {}
+    for item in args.env:
+        name, _, value = item.partition("=")
+        env[name] = value
     concurrency = int(env.get("AI_MAX_CONCURRENCY", "4"))
     modes = [mode.strip() for mode in args.modes.split(",") if mode.strip()]
     rounds = 1 if args.quick else args.rounds
@@ -146,8 +166,9 @@ def main() -> int:
     ideal = math.ceil(args.images / concurrency) * args.latency
     cores = os.cpu_count() or 1
     print(f"cores: {cores}, load average at start: {os.getloadavg()[0]:.2f}")
-    photos = seller_photos(args.images)
+    photos = seller_photos(args.images + 1)
     results: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    outputs: dict[tuple[str, str], list[npt.NDArray[np.uint8]]] = {}
     with (
         tempfile.TemporaryDirectory() as scratch,
         GeminiFake(api_key=MODEL_KEY, latency=args.latency).running() as fake,
@@ -161,16 +182,15 @@ def main() -> int:
                 for name, source in codes:
                     workdir = Path(scratch) / f"{mode}-{name.split()[0]}"
                     workdir.mkdir(exist_ok=True)
-                    results.setdefault((mode, name), []).append(job_time(fake, workdir, photos, mode, source, env))
+                    wall, cpu, images = job_time(fake, workdir, photos, mode, source, env)
+                    results.setdefault((mode, name), []).append((wall, cpu))
+                    outputs.setdefault((mode, name), images)
         peak = fake.max_in_flight
 
-    size = f"{args.images} distinct ~{MEGAPIXELS:g} MP photos"
-    print(
-        f"{size}, model latency {args.latency:.1f} s, AI_MAX_CONCURRENCY={concurrency}, load average now {os.getloadavg()[0]:.2f}"
-    )
-    print(
-        f"ideal: ceil({args.images} / {concurrency}) * {args.latency:g} s = {ideal:.1f} s; model calls in flight at peak: {peak}"
-    )
+    size = f"{args.images} distinct ~{MEGAPIXELS:g} MP photos, model latency {args.latency:.1f} s"
+    print(f"{size}, AI_MAX_CONCURRENCY={concurrency}, load average now {os.getloadavg()[0]:.2f}")
+    formula = f"ceil({args.images} / {concurrency}) * {args.latency:g} s"
+    print(f"ideal: {formula} = {ideal:.1f} s; model calls in flight at peak: {peak}")
     for mode in modes:
         print(f"{mode}:")
         for name, _ in codes:
@@ -183,6 +203,8 @@ def main() -> int:
                 f"  {name:<20} {wall:5.1f} s  ratio to ideal {wall / ideal:4.2f} (target <= {TARGET}: {verdict})  "
                 f"runs: {walls} s; CPU {cpu / args.images:.2f} s per image, >= {cpu / cores:.1f} s on {cores} cores"
             )
+        if len(codes) == 2:
+            print(f"  {difference(outputs[(mode, codes[0][0])], outputs[(mode, codes[1][0])])}")
     return 0
 
 
