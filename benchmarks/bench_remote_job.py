@@ -140,9 +140,14 @@ def job_time(
 
 def difference(first: list[npt.NDArray[np.uint8]], second: list[npt.NDArray[np.uint8]]) -> str:
     """How far two runs' results are apart, pixel for pixel."""
-    same = sum(np.array_equal(a, b) for a, b in zip(first, second, strict=True))
-    worst = max(int(np.abs(a.astype(np.int16) - b).max()) for a, b in zip(first, second, strict=True))
-    return f"{same} of {len(first)} results identical to the baseline's, largest pixel difference {worst}"
+    pairs = list(zip(first, second, strict=True))
+    same = sum(np.array_equal(a, b) for a, b in pairs)
+    worst = max(int(np.abs(a.astype(np.int16) - b).max()) for a, b in pairs)
+    mean = max(float(np.abs(a.astype(np.int16) - b).mean()) for a, b in pairs)
+    return (
+        f"{same} of {len(first)} results identical to the baseline's; largest pixel difference {worst}, "
+        f"largest mean difference {mean:.2f} levels"
+    )
 
 
 def main() -> int:
