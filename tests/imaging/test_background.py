@@ -74,3 +74,23 @@ def test_a_broken_background_image_is_a_clear_error() -> None:
         background.from_image(b"\x89PNG\r\n\x1a\n" + b"\x00" * 100, 300, 400, 50_000_000)
     with pytest.raises(ImageError):
         background.from_image(b"<html>not an image</html>", 300, 400, 50_000_000)
+
+
+def test_a_model_scene_is_enlarged_to_cover_like_libvips_would(data_dir: object) -> None:
+    from pathlib import Path
+
+    import pyvips
+
+    assert isinstance(data_dir, Path)
+    # A painted scene as a model returns it for a 3:4 canvas (864x1184 PNG), from a real photo.
+    photo = pyvips.Image.new_from_file(str(data_dir / "chelsea.png"))
+    scene = bytes(photo.resize(864 / photo.width, vscale=1184 / photo.height).cast("uchar").pngsave_buffer(keep="none"))
+    out = background.from_image(scene, 1500, 2000, 50_000_000)
+    assert out.shape == (2000, 1500, 3) and out.dtype == np.uint8
+    # The same cover and crop as libvips' thumbnail (which it replaces for speed), within a level or so.
+    reference = pyvips.Image.thumbnail_buffer(scene, 1500, height=2000, size="both", crop="centre").numpy()
+    difference = np.abs(out.astype(np.int16) - reference.astype(np.int16))
+    assert float(difference.mean()) < 1.5 and np.percentile(difference, 99) <= 8
+    # A truncated scene is this image's clear error, not a crash.
+    with pytest.raises(ImageError):
+        background.from_image(scene[: len(scene) // 2], 1500, 2000, 50_000_000)

@@ -3,16 +3,21 @@ model (the fake Gemini server on loopback, through the real Gemini provider)."""
 
 from __future__ import annotations
 
+import base64
 import io
+import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
+import cv2
 import numpy as np
 import numpy.typing as npt
 import pytest
 from PIL import Image
 
 from capability_service.core.config import Settings
+from capability_service.imaging import background as backgrounds
+from capability_service.imaging import composite
 from capability_service.imaging.composite import Placement
 from capability_service.imaging.types import EncodedImage, ImageError
 from capability_service.jobs.cpu import CpuExecutor
@@ -22,6 +27,7 @@ from capability_service.plugins.base import PluginDeps, ProcessContext
 from capability_service.providers.base import ProviderError
 from capability_service.providers.gemini import GeminiProvider
 from capability_service.sources.fetch import SourceFetcher
+from tests.fakes.base import Recorded, Reply, json_reply, render_result
 from tests.fakes.gemini_server import GeminiFake
 from tests.imaging.test_composite import assert_product_preserved, png, scene
 from tests.support.servers import http_server, static_bytes
@@ -92,8 +98,59 @@ async def test_offline_composite_keeps_the_product_and_reports_how(settings: Set
     assert "studio" in meta["background"] and "note" not in meta
     assert {"segment_ms", "background_ms", "composite_ms", "processing_ms"} <= set(meta["timings"])
     assert_product_preserved(canvas, pixels, alpha, placement(result))
+    # A product big enough for the canvas: no enlargement worth a warning.
+    assert meta["product_scale"] == pytest.approx(placement(result).scale, abs=1e-3)
+    assert meta["product_scale"] < 2.0 and meta["warnings"] == []
     # The studio backdrop at the corners, not the old photo.
     assert abs(int(canvas[2, 2, 0]) - 217) <= 8
+
+
+async def test_a_small_product_is_enlarged_with_lanczos_and_warned_about(
+    make_settings: Callable[..., Settings], ctx: ProcessContext, data_dir: Any
+) -> None:
+    # A 128 px product (its own alpha) on the real 1500x2000 canvas: enlarged about ten times.
+    settings = make_settings()
+    source = (data_dir / "Minduka_Present_Blue_Pack.png").read_bytes()
+    plugin = AiPlaygroundPlugin(PluginDeps(settings=settings))
+    result = await run(plugin, {"backgroundPrompt": "pure white", "shadow": False}, source, ctx)
+    meta = result.metadata
+    place = placement(result)
+    assert meta["product_scale"] == pytest.approx(place.scale, abs=1e-3) and meta["product_scale"] > 8
+    [warning] = meta["warnings"]
+    assert warning["code"] == "product_upscaled" and warning["limit"] == settings.product_scale_warning == 2.0
+    assert warning["product_scale"] == pytest.approx(meta["product_scale"], abs=0.01)
+    assert f"{meta['product_scale']:.1f}x" in warning["message"] and "at least" in warning["message"]
+
+    # The enlargement is Lanczos (8x8 taps): inside the product the canvas matches OpenCV's Lanczos-4
+    # enlargement of the source crop, and is closer to it than a bicubic or bilinear enlargement would be.
+    with Image.open(io.BytesIO(source)) as image:
+        rgba = np.asarray(image.convert("RGBA"))
+    x, y, w, h = place.crop
+    bx, by, bw, bh = place.box
+    crop = rgba[y : y + h, x : x + w]
+    with Image.open(io.BytesIO(result.data)) as image:
+        product = np.asarray(image.convert("RGB"))[by : by + bh, bx : bx + bw].astype(np.float32)
+    # Opaque well inside the outline: no alpha blending there, only the resampling filter.
+    solid = cv2.erode((crop[..., 3] == 255).astype(np.uint8), np.ones((5, 5), np.uint8))
+    inside = cv2.resize(solid, (bw, bh), interpolation=cv2.INTER_NEAREST).astype(bool)
+    assert inside.sum() > 0.3 * bw * bh
+
+    def error(flag: int) -> float:
+        enlarged = cv2.resize(crop[..., :3].astype(np.float32), (bw, bh), interpolation=flag)
+        return float(np.abs(enlarged - product)[inside].mean())
+
+    lanczos, cubic, linear = error(cv2.INTER_LANCZOS4), error(cv2.INTER_CUBIC), error(cv2.INTER_LINEAR)
+    assert lanczos < 1.0 and lanczos < cubic < linear
+
+
+async def test_a_bigger_limit_means_no_warning(
+    make_settings: Callable[..., Settings], ctx: ProcessContext, data_dir: Any
+) -> None:
+    settings = make_settings(product_scale_warning=20.0)
+    source = (data_dir / "Minduka_Present_Blue_Pack.png").read_bytes()
+    plugin = AiPlaygroundPlugin(PluginDeps(settings=settings))
+    result = await run(plugin, {"backgroundPrompt": "pure white"}, source, ctx)
+    assert result.metadata["product_scale"] > 8 and result.metadata["warnings"] == []
 
 
 async def test_an_unknown_prompt_falls_back_to_white_with_a_note(settings: Settings, ctx: ProcessContext) -> None:
@@ -185,3 +242,95 @@ async def test_bad_sources_fail_cleanly(settings: Settings, ctx: ProcessContext)
     assert isinstance(
         BackgroundReplacementConfig.model_validate({"backgroundPrompt": "w"}), BackgroundReplacementConfig
     )
+
+
+def fixed_scene(width: int = 864, height: int = 1184) -> tuple[bytes, Reply]:
+    """A scene the fake model answers every call with, whatever it is shown: a real PNG in Gemini's answer shape."""
+    scene_png = render_result(None, width, height, 4242)
+    body = {
+        "candidates": [
+            {
+                "content": {
+                    "role": "model",
+                    "parts": [{"inlineData": {"mimeType": "image/png", "data": base64.b64encode(scene_png).decode()}}],
+                },
+                "finishReason": "STOP",
+                "index": 0,
+            }
+        ],
+        "modelVersion": "gemini-2.5-flash-image",
+    }
+    return scene_png, json_reply(200, body)
+
+
+async def test_remote_composite_equals_the_plain_pipeline_on_the_same_scene(
+    make_settings: Callable[..., Settings], ctx: ProcessContext, gemini: GeminiFake, provider: GeminiProvider
+) -> None:
+    # The real canvas, so that the layout is made at its own, smaller size.
+    settings = make_settings()
+    canvas = (settings.ai_target_width, settings.ai_target_height)
+    data, _, _ = scene("texture-cat")
+    scene_png, reply = fixed_scene()
+    gemini.rule = lambda request: reply
+    plugin = AiPlaygroundPlugin(PluginDeps(settings=settings, provider=provider))
+    result = await run(plugin, {"backgroundPrompt": "marble kitchen counter"}, data, ctx)
+
+    # The plain pipeline, one step after another: the product at full scale on the model's scene.
+    cut = composite.cut_out(data, canvas, 0.08, settings.max_image_pixels)
+    expected = composite.compose(cut, backgrounds.from_image(scene_png, *canvas, settings.max_image_pixels), False)
+    with Image.open(io.BytesIO(result.data)) as image:
+        assert np.array_equal(np.asarray(image.convert("RGB")), expected)
+
+    # The layout the model was shown: the full canvas on the neutral backdrop, reduced to 1024 px, as
+    # it was made before the layout was drawn at its own size. Only resampling order and JPEG differ.
+    neutral = np.full((canvas[1], canvas[0], 3), 236, np.uint8)
+    full = composite.compose(cut, neutral, shadow=False)
+    before = cv2.resize(full, (768, 1024), interpolation=cv2.INTER_AREA).astype(np.float32)
+    with Image.open(io.BytesIO(gemini.model_calls()[0].parsed["images"][0])) as image:
+        sent = np.asarray(image.convert("RGB")).astype(np.float32)
+    assert sent.shape == before.shape
+    difference = np.abs(sent - before)
+    assert difference.mean() < 2.0 and np.percentile(difference, 99) < 30
+
+
+async def test_the_full_scale_matte_is_made_while_the_model_paints(
+    settings: Settings, gemini: GeminiFake, provider: GeminiProvider
+) -> None:
+    cpu = CpuExecutor("thread", 2)
+    steps: list[str] = []
+    matte_made = threading.Event()
+
+    async def run_cpu(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        steps.append(fn.__name__)
+        value = await cpu.run(fn, *args, **kwargs)
+        if fn is composite.finish:
+            matte_made.set()
+        return value
+
+    async def no_sources(url: str) -> bytes:
+        raise AssertionError(url)
+
+    _, reply = fixed_scene(600, 800)
+    calls_seen: list[list[str]] = []
+
+    def model(request: Recorded) -> Reply:
+        # The model answers once the matte is made (or after 20 s, for the test to fail, not hang).
+        calls_seen.append(list(steps))
+        matte_made.wait(20)
+        return reply
+
+    gemini.rule = model
+    data, pixels, alpha = scene("texture-cat")
+    plugin = AiPlaygroundPlugin(PluginDeps(settings=settings, provider=provider))
+    try:
+        result = await run(
+            plugin, {"backgroundPrompt": "marble"}, data, ProcessContext(run_cpu=run_cpu, read_source=no_sources)
+        )
+    finally:
+        cpu.shutdown()
+    # One CPU step before the model is called (the product found and the layout made together), and the
+    # matte made during the call; after it, one step decodes the scene, composes and encodes.
+    assert calls_seen == [["_find_and_lay_out", "finish"]] or calls_seen == [["_find_and_lay_out"]]
+    assert matte_made.is_set() and steps == ["_find_and_lay_out", "finish", "_paint_compose_and_encode"]
+    assert "remote_ms" in result.metadata["timings"]
+    assert_product_preserved(decode(result), pixels, alpha, placement(result))

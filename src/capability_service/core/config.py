@@ -133,6 +133,9 @@ class Settings(BaseSettings):
     # Seconds one image of a job may take end to end (download, model call, processing, upload).
     image_timeout_seconds: float = Field(600.0, gt=0, le=86400)
     max_upload_bytes: int = Field(50 * 1024 * 1024, ge=1024)
+    # Background replacement: enlarging the product more than this many times (canvas pixels per source
+    # pixel) adds a `product_upscaled` warning to the image's metadata; the result is still made.
+    product_scale_warning: float = Field(2.0, ge=1.0, le=100.0)
     # Largest job submission body: data: URIs make it big; larger batches should pass URLs instead.
     max_job_request_bytes: int = Field(200 * 1024 * 1024, ge=1024)
     # Job submissions above LARGE_BODY_BYTES are read at most MAX_CONCURRENT_LARGE_BODIES at once per process

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+import cv2
 import numpy as np
 import numpy.typing as npt
 import pyvips
@@ -194,7 +195,9 @@ def render(spec: BackgroundSpec, width: int, height: int) -> UInt8Array:
 
 def from_image(data: bytes, width: int, height: int, max_pixels: int) -> UInt8Array:
     """A background photo scaled to cover (width, height) and centre-cropped, as uint8 RGB."""
-    open_image(data, max_pixels)
+    header = open_image(data, max_pixels)
+    if _plain_rgb(header) and max(width / header.width, height / header.height) > 1.0:
+        return _enlarged(data, width, height)
     try:
         cover = pyvips.Image.thumbnail_buffer(data, width, height=height, size="both", crop="centre")
         if cover.interpretation not in ("srgb", "b-w") or cover.format != "uchar":
@@ -209,3 +212,35 @@ def from_image(data: bytes, width: int, height: int, max_pixels: int) -> UInt8Ar
     except pyvips.Error as exc:
         raise ImageError(f"the background image could not be read: {str(exc).splitlines()[0]}") from None
     return np.ascontiguousarray(pixels[..., :3])
+
+
+def _plain_rgb(image: pyvips.Image) -> bool:
+    """8-bit sRGB without alpha, profile or rotation: what image models answer with."""
+    orientation = image.get("orientation") if image.get_typeof("orientation") else 1
+    return (
+        image.bands == 3
+        and image.format == "uchar"
+        and image.interpretation == "srgb"
+        and not image.get_typeof("icc-profile-data")
+        and orientation == 1
+    )
+
+
+def _enlarged(data: bytes, width: int, height: int) -> UInt8Array:
+    """A plain RGB image enlarged to cover (width, height) with a bicubic filter, centre-cropped.
+
+    A remote model paints its scene at about 864x1184 for a 1500x2000 canvas. OpenCV's bicubic enlarges it in
+    ~5 ms of CPU against ~150 ms for libvips' thumbnail; the two differ by less than one level on average.
+    """
+    try:
+        pixels = np.asarray(
+            pyvips.Image.new_from_buffer(data, "", access="sequential", fail=True).numpy(), dtype=np.uint8
+        )
+    except pyvips.Error as exc:
+        raise ImageError(f"the background image could not be read: {str(exc).splitlines()[0]}") from None
+    source_h, source_w = pixels.shape[:2]
+    scale = max(width / source_w, height / source_h)
+    size = (max(width, round(source_w * scale)), max(height, round(source_h * scale)))
+    cover = np.asarray(cv2.resize(pixels, size, interpolation=cv2.INTER_CUBIC), dtype=np.uint8)
+    left, top = (size[0] - width) // 2, (size[1] - height) // 2
+    return np.ascontiguousarray(cover[top : top + height, left : left + width])

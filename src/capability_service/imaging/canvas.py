@@ -9,7 +9,7 @@ import pyvips
 
 from capability_service.imaging.decode import open_image
 from capability_service.imaging.encode import encode, to_srgb
-from capability_service.imaging.types import EncodedImage, ImageError, OutputFormat
+from capability_service.imaging.types import EncodedImage, ImageError, OutputFormat, Quality
 
 
 def _read(data: bytes, width: int, height: int, size: str) -> pyvips.Image:
@@ -23,7 +23,9 @@ def _read(data: bytes, width: int, height: int, size: str) -> pyvips.Image:
     return image
 
 
-def fit_to_target(data: bytes, width: int, height: int, fmt: OutputFormat, max_pixels: int) -> EncodedImage:
+def fit_to_target(
+    data: bytes, width: int, height: int, fmt: OutputFormat, max_pixels: int, quality: Quality = "high"
+) -> EncodedImage:
     """The image scaled to fit (width, height), centred, padded with the mean colour of its own border.
 
     Padding with the picture's own edge colour makes a near-3:4 answer look framed, not letterboxed.
@@ -40,7 +42,7 @@ def fit_to_target(data: bytes, width: int, height: int, fmt: OutputFormat, max_p
     except pyvips.Error as exc:
         raise ImageError(f"the image could not be placed on the canvas: {str(exc).splitlines()[0]}") from None
     decoded = time.perf_counter()
-    out = encode(canvas, fmt, "high")
+    out = encode(canvas, fmt, quality)
     timings = {"decode_ms": _ms(started, decoded), "encode_ms": _ms(decoded, time.perf_counter())}
     return EncodedImage(
         data=out,

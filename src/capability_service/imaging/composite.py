@@ -64,6 +64,30 @@ class Cutout:
     timings: dict[str, float] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class Found:
+    """The product found and placed, before its matte is made at full scale (`finish`).
+
+    Enough to show a remote model the layout (`layout`) while the full-scale matte is still to be made:
+    the source region is decoded once, here, and both use it.
+    """
+
+    # The refined matte on the upright photo reduced to the working size (0..1), and what its rim is
+    # made from (none when the photo brought its own alpha).
+    work_alpha: Float32Array
+    guides: MatteGuides | None
+    # The product's region of the source (`placement.crop`), decoded at 1/`shrink` scale: RGB or RGBA.
+    region: UInt8Array
+    shrink: int
+    # source pixels per working-copy pixel, along x and y
+    factor: tuple[float, float]
+    placement: Placement
+    canvas: tuple[int, int]
+    coverage: float
+    engine: str
+    timings: dict[str, float] = field(default_factory=dict)
+
+
 def _to_rgb8(image: pyvips.Image) -> pyvips.Image:
     """sRGB, 8 bits, 3 bands plus alpha when present."""
     if image.interpretation not in ("srgb", "b-w") or image.format != "uchar":
@@ -155,6 +179,19 @@ def cut_out(
     threads: int | None = None,
 ) -> Cutout:
     """Find the product in a photo and prepare it at its final scale and place on the canvas."""
+    return finish(find(data, canvas, padding, max_pixels, grabcut=grabcut, threads=threads))
+
+
+def find(
+    data: bytes,
+    canvas: tuple[int, int],
+    padding: float,
+    max_pixels: int,
+    *,
+    grabcut: bool = False,
+    threads: int | None = None,
+) -> Found:
+    """Find the product in a photo, decide where it goes on the canvas and decode its region of the photo."""
     timings: dict[str, float] = {}
     started = time.perf_counter()
     source = _upright_size(data, max_pixels)
@@ -185,31 +222,83 @@ def cut_out(
     shrink = _jpeg_shrink(data, min(canvas[0] / bbox[2], canvas[1] / bbox[3]))
     bbox = _align(bbox, shrink, source)
     place = _placement(bbox, source, canvas, padding)
-    box_x, box_y, box_w, box_h = place.box
-    pixels = _load_region(data, bbox, shrink, (box_w, box_h))
-    rgb = np.ascontiguousarray(pixels[..., :3])
+    region = _decode_region(data, bbox, shrink)
     timings["decode_product_ms"] = _ms(step)
-
     step = time.perf_counter()
-    if engine == "source-alpha":
-        if pixels.shape[2] == 4:
-            final_alpha = pixels[..., 3].astype(np.float32) / 255.0
-        else:
-            final_alpha = _region(alpha, bbox, factor, (box_w, box_h))
-        # The photo's own colours at partly transparent pixels are already the product's.
-        product_rgb = rgb
-    else:
-        final_alpha, product_rgb = _matte(work_rgb, alpha, rgb, bbox, factor)
-    timings["matte_ms"] = _ms(step)
-    return Cutout(
-        rgb=product_rgb,
-        alpha=final_alpha,
-        placement=Placement(crop=bbox, box=(box_x, box_y, box_w, box_h), scale=place.scale),
+    # Once per photo, for the layout's matte and the full-scale one alike.
+    guides = None if engine == "source-alpha" else matte_guides(work_rgb, alpha)
+    timings["matte_guides_ms"] = _ms(step)
+    return Found(
+        work_alpha=alpha,
+        guides=guides,
+        region=region,
+        shrink=shrink,
+        factor=factor,
+        placement=place,
         canvas=canvas,
         coverage=coverage,
         engine=engine,
         timings=timings,
     )
+
+
+def finish(found: Found) -> Cutout:
+    """The product at its final scale with its full-scale matte, ready for `compose`."""
+    timings = dict(found.timings)
+    step = time.perf_counter()
+    box_w, box_h = found.placement.box[2:]
+    pixels = _resample_region(found.region, (box_w, box_h))
+    timings["decode_product_ms"] = round(timings.get("decode_product_ms", 0.0) + _ms(step), 1)
+
+    step = time.perf_counter()
+    final_alpha, product_rgb = _product_matte(found, pixels)
+    timings["matte_ms"] = _ms(step)
+    return Cutout(
+        rgb=product_rgb,
+        alpha=final_alpha,
+        placement=found.placement,
+        canvas=found.canvas,
+        coverage=found.coverage,
+        engine=found.engine,
+        timings=timings,
+    )
+
+
+def _product_matte(found: Found, pixels: UInt8Array) -> tuple[Float32Array, UInt8Array]:
+    """The matte and the product's colours for the product's region resampled to any size (`pixels`)."""
+    rgb = np.ascontiguousarray(pixels[..., :3])
+    size = (pixels.shape[1], pixels.shape[0])
+    if found.guides is None:
+        if pixels.shape[2] == 4:
+            alpha = pixels[..., 3].astype(np.float32) / 255.0
+        else:
+            alpha = _region(found.work_alpha, found.placement.crop, found.factor, size)
+        # The photo's own colours at partly transparent pixels are already the product's.
+        return alpha, rgb
+    return _matte(found.guides, found.work_alpha, rgb, found.placement.crop, found.factor)
+
+
+def layout(found: Found, backdrop: tuple[int, int, int], max_side: int = 1024) -> bytes:
+    """The layout a remote model paints a scene around, as a JPEG of at most `max_side`: the product where it
+    will be on a plain backdrop.
+
+    Made at the JPEG's own size from the working matte and the decoded region, without waiting for the
+    full-scale matte: a model shown this layout sees the same product at the same place as in the result.
+    """
+    scale = min(1.0, max_side / max(found.canvas))
+    width, height = round(found.canvas[0] * scale), round(found.canvas[1] * scale)
+    box_x, box_y, box_w, box_h = found.placement.box
+    left, top = round(box_x * scale), round(box_y * scale)
+    size = (max(1, min(width - left, round(box_w * scale))), max(1, min(height - top, round(box_h * scale))))
+    # The same matte as the result's, made at the layout's scale.
+    alpha, rgb = _product_matte(found, _resample_region(found.region, size))
+    canvas = np.empty((height, width, 3), np.uint8)
+    canvas[...] = backdrop
+    under = canvas[top : top + size[1], left : left + size[0]].astype(np.float32)
+    a = alpha[..., None]
+    blended = rgb.astype(np.float32) * a + under * (1.0 - a)
+    canvas[top : top + size[1], left : left + size[0]] = np.rint(blended).astype(np.uint8)
+    return encode_canvas(canvas, "jpg", "high").data
 
 
 def _jpeg_shrink(data: bytes, scale: float) -> int:
@@ -231,11 +320,11 @@ def _align(bbox: tuple[int, int, int, int], step: int, source: tuple[int, int]) 
     return x0, y0, x1 - x0, y1 - y0
 
 
-def _load_region(data: bytes, crop: tuple[int, int, int, int], shrink: int, size: tuple[int, int]) -> UInt8Array:
-    """The source region `crop` (upright coordinates) resampled with Lanczos to exactly `size`.
+def _decode_region(data: bytes, crop: tuple[int, int, int, int], shrink: int) -> UInt8Array:
+    """The source region `crop` (upright coordinates, multiples of `shrink`), decoded at 1/`shrink` scale.
 
-    Only scale changes the pixels: the region is taken on whole source pixels and resized on its own,
-    so its pixel grid lines up with the source's.
+    sRGB, 8 bits, 3 bands or 4 with alpha. Decoded once per photo: the layout and the product at its final
+    scale are both resampled from it.
     """
     x, y, w, h = crop
     try:
@@ -247,32 +336,65 @@ def _load_region(data: bytes, crop: tuple[int, int, int, int], shrink: int, size
         left, top = x // shrink, y // shrink
         width = max(1, min(image.width - left, -(-w // shrink)))
         height = max(1, min(image.height - top, -(-h // shrink)))
-        region = image.crop(left, top, width, height)
-        if region.bands in (2, 4):
-            region = region.premultiply()
-        if size[0] >= width and size[1] >= height:
-            # OpenCV's Lanczos keeps the pixel-centre convention when enlarging (libvips's affine
-            # path is half a pixel off), so enlarged pixels line up with the source's.
-            array = np.asarray(region.numpy(), dtype=np.float32)
-            resized = cv2.resize(array, size, interpolation=cv2.INTER_LANCZOS4)
-            region = pyvips.Image.new_from_array(np.asarray(resized, dtype=np.float32))
-        else:
-            region = region.reduce(width / size[0], height / size[1], kernel="lanczos3")
-        if region.bands in (2, 4):
-            region = region.unpremultiply()
-        if region.width != size[0] or region.height != size[1]:
-            region = region.gravity("north-west", size[0], size[1], extend="copy")
-        pixels = np.asarray(region.numpy())
-        pixels = np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
+        pixels = np.asarray(image.crop(left, top, width, height).numpy(), dtype=np.uint8)
     except pyvips.Error as exc:
         raise ImageError(f"the image could not be read: {str(exc).splitlines()[0]}") from None
     if pixels.ndim == 2:
         pixels = np.repeat(pixels[..., None], 3, axis=2)
-    return pixels
+    return np.ascontiguousarray(pixels)
+
+
+def _resample_region(pixels: UInt8Array, size: tuple[int, int]) -> UInt8Array:
+    """A decoded region resampled with Lanczos to exactly `size`.
+
+    Only scale changes the pixels: the region was taken on whole source pixels and is resized on its
+    own, so its pixel grid lines up with the source's.
+    """
+    height, width = pixels.shape[:2]
+    interpretation = "srgb" if pixels.shape[2] >= 3 else "b-w"
+    region = pyvips.Image.new_from_array(pixels, interpretation=interpretation)
+    if region.bands in (2, 4):
+        region = region.premultiply()
+    if size[0] >= width and size[1] >= height:
+        # OpenCV's Lanczos-4 (8x8 taps, the sharpest standard filter here) keeps the pixel-centre
+        # convention when enlarging (libvips's affine path is half a pixel off), so enlarged pixels
+        # line up with the source's.
+        array = np.asarray(region.numpy(), dtype=np.float32)
+        resized = cv2.resize(array, size, interpolation=cv2.INTER_LANCZOS4)
+        region = pyvips.Image.new_from_array(np.asarray(resized, dtype=np.float32))
+    else:
+        region = region.reduce(width / size[0], height / size[1], kernel="lanczos3")
+    if region.bands in (2, 4):
+        region = region.unpremultiply()
+    if region.width != size[0] or region.height != size[1]:
+        region = region.gravity("north-west", size[0], size[1], extend="copy")
+    out = np.asarray(region.numpy())
+    out = np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    if out.ndim == 2:
+        out = np.repeat(out[..., None], 3, axis=2)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class MatteGuides:
+    """What the rim of the matte is made from at any scale, computed once on the reduced copy: the fast
+    guided filter's coefficients and the nearby background and product colours."""
+
+    a: Float32Array
+    b: Float32Array
+    background: Float32Array
+    foreground: Float32Array
+
+
+def matte_guides(work_rgb: UInt8Array, work_alpha: Float32Array) -> MatteGuides:
+    guide = work_rgb.astype(np.float32) / 255.0
+    a, b = segment.guided_coefficients(guide, work_alpha, 2, 1e-4)
+    background, foreground = segment.local_colours(work_rgb, work_alpha)
+    return MatteGuides(a=a, b=b, background=background, foreground=foreground)
 
 
 def _matte(
-    work_rgb: UInt8Array,
+    guides: MatteGuides,
     work_alpha: Float32Array,
     rgb: UInt8Array,
     bbox: tuple[int, int, int, int],
@@ -290,9 +412,7 @@ def _matte(
     rim = (smooth > 0.001) & (smooth < 0.999)
     if not rim.any():
         return alpha, rgb
-    guide = work_rgb.astype(np.float32) / 255.0
-    a, b = segment.guided_coefficients(guide, work_alpha, 2, 1e-4)
-    background, foreground = segment.local_colours(work_rgb, work_alpha)
+    a, b, background, foreground = guides.a, guides.b, guides.background, guides.foreground
     ys, xs = np.nonzero(rim)
     x, y, w, h = bbox
     # Rim pixel centres in the reduced copy's pixel coordinates.
@@ -424,8 +544,9 @@ def compose(cutout: Cutout, background: UInt8Array, shadow: bool = True, shadow_
     under = canvas[y0:y1, x0:x1]
     opaque = alpha >= 1.0
     rim = (alpha > 0.0) & ~opaque
-    # Opaque pixels are copied, not blended, so they are the source's bit for bit.
-    under[opaque] = product[opaque]
+    # Opaque pixels are copied, not blended, so they are the source's bit for bit (copyto with a mask
+    # writes in place, without the gathered copies that boolean indexing makes).
+    np.copyto(under, product, where=opaque[..., None])
     a = alpha[rim][:, None]
     under[rim] = np.rint(product[rim] * a + under[rim] * (1.0 - a)).astype(np.uint8)
     return canvas
@@ -442,16 +563,6 @@ def encode_canvas(canvas: UInt8Array, fmt: OutputFormat, quality: Quality = "hig
         height=canvas.shape[0],
         metadata={"timings": {"encode_ms": _ms(started)}},
     )
-
-
-def preview(cutout: Cutout, background: UInt8Array, max_side: int = 1024) -> bytes:
-    """The layout as a JPEG for a remote model to paint a scene around: the product where it will be."""
-    canvas = compose(cutout, background, shadow=False)
-    scale = min(1.0, max_side / max(canvas.shape[:2]))
-    if scale < 1.0:
-        size = (round(canvas.shape[1] * scale), round(canvas.shape[0] * scale))
-        canvas = np.asarray(cv2.resize(canvas, size, interpolation=cv2.INTER_AREA))
-    return encode_canvas(canvas, "jpg", "high").data
 
 
 def _ms(since: float) -> float:

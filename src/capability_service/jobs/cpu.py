@@ -22,6 +22,7 @@ from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Literal, ParamSpec, TypeVar
 
 from capability_service.core.allocator import tune_allocator
+from capability_service.imaging.threads import one_thread_per_call
 from capability_service.jobs.fair import FairGate
 
 P = ParamSpec("P")
@@ -37,6 +38,7 @@ def _lower_thread_priority(nice: int) -> None:
 def _start_pool_process(nice: int) -> None:
     # A pool process is a process start of its own, decoding the same large images as the service.
     tune_allocator()
+    one_thread_per_call()
     if nice:
         os.nice(nice)
 
@@ -53,6 +55,8 @@ class CpuExecutor:
                 max_workers=workers, mp_context=context, initializer=_start_pool_process, initargs=(nice,)
             )
         else:
+            # The pool is the parallelism: one step per worker, each single-threaded inside the libraries.
+            one_thread_per_call()
             self._pool = ThreadPoolExecutor(
                 max_workers=workers, thread_name_prefix="cpu", initializer=_lower_thread_priority, initargs=(nice,)
             )

@@ -32,7 +32,7 @@ from capability_service.storage.keys import safe_segment
 log = logging.getLogger(__name__)
 
 # Bump when any pipeline's output for the same input and config changes, so older entries miss.
-PIPELINE_VERSION = "2026-11-29.1"
+PIPELINE_VERSION = "2026-11-29.2"
 CACHE_PREFIX = "result-cache"
 
 

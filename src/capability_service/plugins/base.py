@@ -48,6 +48,28 @@ class SourceReader(Protocol):
     async def __call__(self, url: str) -> bytes: ...
 
 
+class ImageWarning(BaseModel):
+    """Advice about a result that succeeded, for the front end to show beside it.
+
+    An image's metadata lists them under `warnings` (`[]` when there is nothing to say). `code` is stable
+    and machine-readable; `message` says what happened and what to do, in words a seller understands.
+    The remaining fields depend on the code:
+
+    - `product_upscaled`: the product was enlarged `product_scale` times (canvas pixels per source
+      pixel), more than `limit` (`PRODUCT_SCALE_WARNING`); it will look soft, a larger photo fixes it.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    code: str
+    message: str
+    product_scale: float | None = None
+    limit: float | None = None
+
+    def as_metadata(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True)
+
+
 @dataclass(frozen=True, slots=True)
 class ProcessContext:
     """What a plugin may use while it processes one image; built by the job engine per image."""
