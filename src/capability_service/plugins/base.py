@@ -6,7 +6,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, ClassVar, ParamSpec, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, ParamSpec, Protocol, TypedDict, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic.alias_generators import to_camel
@@ -28,6 +28,22 @@ class ProcessingMode(StrEnum):
     async_job = "async_job"
     # One request in, one result out, answered in the same HTTP exchange.
     sync = "sync"
+
+
+class DecodeLimits(TypedDict):
+    """What every pipeline is allowed to decode: the image settings, in the names the options take."""
+
+    max_pixels: int
+    max_frames: int
+    timeout_seconds: float
+
+
+def decode_limits(settings: Settings) -> DecodeLimits:
+    return DecodeLimits(
+        max_pixels=settings.max_image_pixels,
+        max_frames=settings.max_image_frames,
+        timeout_seconds=settings.image_decode_timeout_seconds,
+    )
 
 
 class CamelModel(BaseModel):

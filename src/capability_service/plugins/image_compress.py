@@ -8,7 +8,7 @@ from typing import ClassVar
 from pydantic import BaseModel, Field
 
 from capability_service.imaging.optimize import optimize
-from capability_service.imaging.types import EncodedImage, OptimizeOptions
+from capability_service.imaging.types import EncodedImage
 from capability_service.plugins.ai_playground.configs import BatchOptimizationConfig
 from capability_service.plugins.base import BasePlugin, ProcessContext, ProcessingMode
 
@@ -31,13 +31,5 @@ class ImageCompressPlugin(BasePlugin):
     async def process(self, operation: str, config: BaseModel, source: bytes, ctx: ProcessContext) -> EncodedImage:
         """Resize and re-encode the upload off the event loop; `ImageError` if it cannot be read."""
         assert isinstance(config, CompressConfig)
-        options = OptimizeOptions(
-            format=config.format,
-            quality=config.quality,
-            max_size=config.max_size,
-            maintain_aspect=config.maintain_aspect,
-            max_pixels=self.deps.settings.max_image_pixels,
-            max_frames=self.deps.settings.max_image_frames,
-            timeout_seconds=self.deps.settings.image_decode_timeout_seconds,
-        )
+        options = config.options(self.deps.settings)
         return await ctx.run_cpu(optimize, source, options)

@@ -7,8 +7,9 @@ from typing import Literal
 
 from pydantic import Field
 
-from capability_service.imaging.types import Quality
-from capability_service.plugins.base import CamelModel
+from capability_service.core.config import Settings
+from capability_service.imaging.types import EnhanceOptions, OptimizeOptions, Quality
+from capability_service.plugins.base import CamelModel, decode_limits
 
 
 class JobType(StrEnum):
@@ -50,6 +51,15 @@ class BatchOptimizationConfig(CamelModel):
     max_size: int = Field(1920, ge=16, le=10_000)
     maintain_aspect: bool = True
 
+    def options(self, settings: Settings) -> OptimizeOptions:
+        return OptimizeOptions(
+            format=self.format,
+            quality=self.quality,
+            max_size=self.max_size,
+            maintain_aspect=self.maintain_aspect,
+            **decode_limits(settings),
+        )
+
 
 class ImageEnhancementConfig(CamelModel):
     enhancement_level: int = Field(5, ge=0, le=10)
@@ -57,3 +67,13 @@ class ImageEnhancementConfig(CamelModel):
     denoise: bool = True
     upscale: bool = False
     format: Literal["png", "jpg", "webp", "avif"] = "png"
+
+    def options(self, settings: Settings) -> EnhanceOptions:
+        return EnhanceOptions(
+            level=self.enhancement_level,
+            sharpen=self.sharpen,
+            denoise=self.denoise,
+            upscale=self.upscale,
+            format=self.format,
+            **decode_limits(settings),
+        )

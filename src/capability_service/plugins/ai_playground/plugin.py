@@ -9,7 +9,7 @@ from pydantic import BaseModel
 
 from capability_service.imaging.enhance import enhance
 from capability_service.imaging.optimize import optimize
-from capability_service.imaging.types import EncodedImage, EnhanceOptions, OptimizeOptions
+from capability_service.imaging.types import EncodedImage
 from capability_service.plugins.ai_playground import background
 from capability_service.plugins.ai_playground.configs import (
     BackgroundReplacementConfig,
@@ -53,30 +53,10 @@ class AiPlaygroundPlugin(BasePlugin):
         return not uses_model or config.seed is not None
 
     async def process(self, operation: str, config: BaseModel, source: bytes, ctx: ProcessContext) -> EncodedImage:
-        settings = self.deps.settings
         if isinstance(config, BatchOptimizationConfig):
-            options = OptimizeOptions(
-                format=config.format,
-                quality=config.quality,
-                max_size=config.max_size,
-                maintain_aspect=config.maintain_aspect,
-                max_pixels=settings.max_image_pixels,
-                max_frames=settings.max_image_frames,
-                timeout_seconds=settings.image_decode_timeout_seconds,
-            )
-            return await ctx.run_cpu(optimize, source, options)
+            return await ctx.run_cpu(optimize, source, config.options(self.deps.settings))
         if isinstance(config, ImageEnhancementConfig):
-            enhance_options = EnhanceOptions(
-                level=config.enhancement_level,
-                sharpen=config.sharpen,
-                denoise=config.denoise,
-                upscale=config.upscale,
-                format=config.format,
-                max_pixels=settings.max_image_pixels,
-                max_frames=settings.max_image_frames,
-                timeout_seconds=settings.image_decode_timeout_seconds,
-            )
-            return await ctx.run_cpu(enhance, source, enhance_options)
+            return await ctx.run_cpu(enhance, source, config.options(self.deps.settings))
         if isinstance(config, BackgroundReplacementConfig):
             return await background.replace_background(config, source, ctx, self.deps)
         raise KeyError(operation)
