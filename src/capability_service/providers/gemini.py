@@ -16,7 +16,6 @@ import json
 from typing import Any, Unpack
 
 import httpx
-from pydantic import SecretStr
 
 from capability_service.core.config import Settings
 from capability_service.imaging.fit_request import MIME_TYPES, RequestLimits, base64_size
@@ -119,12 +118,9 @@ class GeminiProvider(RemoteModelProvider):
 
     @classmethod
     def from_settings(cls, settings: Settings) -> GeminiProvider:
-        key: SecretStr | None = settings.ai_api_key
-        if key is None:
-            raise ValueError("AI_API_KEY is not set")
         return cls(
             api_base=settings.ai_api_base,
-            api_key=key.get_secret_value(),
+            api_key=cls.configured_key(settings.ai_api_key),
             model=settings.ai_model,
             auth_scheme=settings.ai_auth_scheme,
             **client_options(settings),

@@ -13,7 +13,6 @@ import json
 from typing import Any, Unpack
 
 import httpx
-from pydantic import SecretStr
 
 from capability_service.core.config import Settings
 from capability_service.imaging.fit_request import MIME_TYPES, RequestLimits
@@ -79,12 +78,9 @@ class OpenAIProvider(RemoteModelProvider):
 
     @classmethod
     def from_settings(cls, settings: Settings) -> OpenAIProvider:
-        key: SecretStr | None = settings.openai_api_key
-        if key is None:
-            raise ValueError("OPENAI_API_KEY is not set")
         return cls(
             api_base=settings.openai_api_base,
-            api_key=key.get_secret_value(),
+            api_key=cls.configured_key(settings.openai_api_key),
             model=settings.openai_model,
             **client_options(settings),
         )

@@ -16,6 +16,7 @@ import time
 from typing import Any, ClassVar, TypedDict
 
 import httpx
+from pydantic import SecretStr
 
 from capability_service.core.config import Settings
 from capability_service.imaging.decode import sniff_format
@@ -102,6 +103,13 @@ class RemoteModelProvider:
             max_response_bytes=max_response_bytes,
         )
         self._health: tuple[float, dict[str, Any]] | None = None
+
+    @classmethod
+    def configured_key(cls, key: SecretStr | None) -> str:
+        """The key from the settings; `ValueError` naming the setting when it is unset."""
+        if key is None:
+            raise ValueError(f"{cls.key_setting} is not set")
+        return key.get_secret_value()
 
     @classmethod
     def require_key(cls, api_key: str) -> None:
