@@ -57,7 +57,11 @@ async def test_a_short_storage_outage_loses_no_processed_image(
     seaweed = restartable_seaweed.server
     client: httpx.AsyncClient = await make_client(
         # Image slots for the whole job in both engines, so all five uploads meet the outage.
-        **s3_settings(seaweed, source_allow_private_networks=True, storage_retry_seconds=120),
+        # Held sources wait for the outage; on a busy machine image 0 alone can take longer than the default
+        # download limit, so the held downloads get more time than that.
+        **s3_settings(
+            seaweed, source_allow_private_networks=True, storage_retry_seconds=120, source_timeout_seconds=120
+        ),
         max_images_in_flight=8,
         serve_local_workers=8,
     )
@@ -74,7 +78,7 @@ async def test_a_short_storage_outage_loses_no_processed_image(
             key = job_key("default", "outage")
 
             # The first image is stored; the other five wait for their sources while the store goes down.
-            first = await wait_for(store, key, lambda job: job.processed >= 1, timeout=60)
+            first = await wait_for(store, key, lambda job: job.images[0].is_final, timeout=120)
             assert first.images[0].result_key is not None, first.result_view()
             await asyncio.to_thread(restartable_seaweed.stop)
             release.set()
