@@ -57,8 +57,9 @@ async def test_a_short_storage_outage_loses_no_processed_image(
     seaweed = restartable_seaweed.server
     client: httpx.AsyncClient = await make_client(
         # Image slots and per-host download slots for the whole job in both engines, so all five uploads meet
-        # the outage and the held downloads (one host) cannot keep image 0 from fetching. Held sources wait for the outage; on a busy machine image 0 alone can take longer than the default
-        # download limit, so the held downloads get more time than that.
+        # the outage and the held downloads (one host) cannot keep image 0 from fetching. Held sources wait for
+        # the outage; on a busy machine image 0 alone can take longer than the default download limit, so the
+        # held downloads get more time than that.
         **s3_settings(
             seaweed,
             source_allow_private_networks=True,
