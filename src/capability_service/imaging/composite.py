@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import cv2
 import numpy as np
@@ -169,17 +169,22 @@ def _region(
     return np.asarray(warped)
 
 
+class FindOptions(TypedDict, total=False):
+    """How `find` segments, besides what and for which canvas; `cut_out` passes them on unchanged."""
+
+    grabcut: bool
+    threads: int | None
+
+
 def cut_out(
     data: bytes,
     canvas: tuple[int, int],
     padding: float,
     max_pixels: int,
-    *,
-    grabcut: bool = False,
-    threads: int | None = None,
+    **options: Unpack[FindOptions],
 ) -> Cutout:
     """Find the product in a photo and prepare it at its final scale and place on the canvas."""
-    return finish(find(data, canvas, padding, max_pixels, grabcut=grabcut, threads=threads))
+    return finish(find(data, canvas, padding, max_pixels, **options))
 
 
 def find(

@@ -26,18 +26,13 @@ from capability_service.providers.base import (
     ProviderError,
     ProviderRefused,
 )
-from capability_service.providers.http import (
-    RETRYABLE_STATUSES,
-    Failure,
-    brief,
-    parse_duration,
-    parse_retry_after,
-)
+from capability_service.providers.http import Failure, brief, parse_duration, parse_retry_after
 from capability_service.providers.remote import (
     ClientOptions,
     RemoteModelProvider,
     client_options,
     decode_image,
+    error_payload,
     note_input,
     prompt_text,
 )
@@ -162,9 +157,7 @@ class GeminiProvider(RemoteModelProvider):
         def send(client: httpx.AsyncClient) -> httpx.Request:
             return client.build_request("POST", self.url, content=body, headers=headers)
 
-        response, stats = await self._http.call(send, self._inspect, "the Gemini model")
-        result = self._read_answer(response, stats.attempts)
-        result.details.update(stats.as_details())
+        result = await self._call(send)
         if ratio is not None:
             result.details["aspect_ratio"] = ratio
         return result
@@ -172,10 +165,7 @@ class GeminiProvider(RemoteModelProvider):
     def _error(self, response: httpx.Response) -> Failure:
         status = response.status_code
         code_name, message, delay = "", "", None
-        try:
-            payload = response.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            payload = None
+        payload = error_payload(response)
         # Google answers `{"error": {...}}`; some front ends wrap it in a list.
         if isinstance(payload, list) and payload and isinstance(payload[0], dict):
             payload = payload[0]
@@ -201,10 +191,7 @@ class GeminiProvider(RemoteModelProvider):
             summary = f"the Gemini API is rate limiting us ({described}{text})"
         else:
             summary = f"the Gemini API answered {described}{text}"
-        return Failure(
-            ProviderError(self._http.redact(summary), retryable=status in RETRYABLE_STATUSES, status=status),
-            retry_after=delay,
-        )
+        return self._failure(summary, status, delay)
 
     def _read_answer(self, response: httpx.Response, attempts: int) -> EditResult:
         payload: dict[str, Any] = response.json()

@@ -9,7 +9,6 @@ Errors are `{"error": {"message", "type", "code", "param"}}`; `moderation_blocke
 
 from __future__ import annotations
 
-import json
 from typing import Any, Unpack
 
 import httpx
@@ -23,18 +22,13 @@ from capability_service.providers.base import (
     ProviderError,
     ProviderRefused,
 )
-from capability_service.providers.http import (
-    RETRYABLE_STATUSES,
-    BuildRequest,
-    Failure,
-    brief,
-    parse_retry_after,
-)
+from capability_service.providers.http import Failure, brief, parse_retry_after
 from capability_service.providers.remote import (
     ClientOptions,
     RemoteModelProvider,
     client_options,
     decode_image,
+    error_payload,
     note_input,
     prompt_text,
 )
@@ -104,23 +98,15 @@ class OpenAIProvider(RemoteModelProvider):
         def send(client: httpx.AsyncClient) -> httpx.Request:
             return client.build_request("POST", self.edit_url, data=fields, files=files, headers=self._headers)
 
-        result = await self._call(send, size)
+        result = await self._call(send)
+        result.details["size"] = size
         note_input(result, fitted)
-        return result
-
-    async def _call(self, send: BuildRequest, size: str) -> EditResult:
-        response, stats = await self._http.call(send, self._inspect, "the OpenAI model")
-        result = self._read_answer(response, stats.attempts)
-        result.details.update(stats.as_details(), size=size)
         return result
 
     def _error(self, response: httpx.Response) -> Failure:
         status = response.status_code
         code, kind, message = "", "", ""
-        try:
-            payload = response.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            payload = None
+        payload = error_payload(response)
         error = payload.get("error") if isinstance(payload, dict) else None
         if isinstance(error, dict):
             code = str(error.get("code") or "")
@@ -146,10 +132,7 @@ class OpenAIProvider(RemoteModelProvider):
         else:
             text = f": {brief(message)}" if message else ""
             summary = f"the OpenAI API answered {described}{text}"
-        return Failure(
-            ProviderError(self._http.redact(summary), retryable=status in RETRYABLE_STATUSES, status=status),
-            retry_after=retry_after,
-        )
+        return self._failure(summary, status, retry_after)
 
     def _read_answer(self, response: httpx.Response, attempts: int) -> EditResult:
         payload: dict[str, Any] = response.json()

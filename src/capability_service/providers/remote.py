@@ -25,6 +25,8 @@ from capability_service.imaging.types import ImageError
 from capability_service.providers.base import EditResult, ProviderError
 from capability_service.providers.http import (
     DEFAULT_MAX_RESPONSE_BYTES,
+    RETRYABLE_STATUSES,
+    BuildRequest,
     Failure,
     ModelClient,
     RetryPolicy,
@@ -129,6 +131,14 @@ class RemoteModelProvider:
         except ImageError as exc:
             raise ProviderError(f"the image cannot be sent to the model: {exc}") from None
 
+    async def _call(self, send: BuildRequest) -> EditResult:
+        """The model's answer to the request `send` builds (retried as the policy allows), with the
+        call's attempts, waits and time in its details."""
+        response, stats = await self._http.call(send, self._inspect, f"the {self.vendor} model")
+        result = self._read_answer(response, stats.attempts)
+        result.details.update(stats.as_details())
+        return result
+
     def _inspect(self, response: httpx.Response) -> Failure | None:
         """A success must be a JSON object; error statuses go to `_error`."""
         if response.status_code < 400:
@@ -148,9 +158,20 @@ class RemoteModelProvider:
             return None
         return self._error(response)
 
+    def _read_answer(self, response: httpx.Response, attempts: int) -> EditResult:
+        """The result in a successful answer; `ProviderError` (or `ProviderRefused`) when it holds none."""
+        raise NotImplementedError
+
     def _error(self, response: httpx.Response) -> Failure:
         """The failure an error response stands for, in the vendor's own terms."""
         raise NotImplementedError
+
+    def _failure(self, summary: str, status: int, retry_after: float | None) -> Failure:
+        """An error answer described by `summary`: retried when its status may pass, never quoting our key."""
+        return Failure(
+            ProviderError(self._http.redact(summary), retryable=status in RETRYABLE_STATUSES, status=status),
+            retry_after=retry_after,
+        )
 
     def _probe_health(self, response: httpx.Response) -> tuple[bool, str]:
         """Healthy or not, and why, from the answer to the health probe."""
@@ -185,6 +206,14 @@ class RemoteModelProvider:
     async def close(self) -> None:
         """Release the connections; the provider is not used afterwards."""
         await self._http.aclose()
+
+
+def error_payload(response: httpx.Response) -> Any:
+    """The JSON body of an error answer; None when it is not JSON (an HTML page from a proxy, say)."""
+    try:
+        return response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
 
 
 def decode_image(data: str) -> tuple[bytes, str] | None:
