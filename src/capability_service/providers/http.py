@@ -145,12 +145,34 @@ def attempt_result(outcome: httpx.Response | Failure) -> RemoteResult:
     return "rejected"
 
 
-class _TooLarge(Exception):
+class TooLarge(Exception):
     """The answer passed the size cap; carries its HTTP status."""
 
     def __init__(self, message: str, status: int) -> None:
         super().__init__(message)
         self.status = status
+
+
+async def read_capped(streamed: httpx.Response, limit: int, message: str) -> httpx.Response:
+    """`streamed` with its body read, or `TooLarge(message)` as soon as the body passes `limit` bytes."""
+    too_large = TooLarge(message, streamed.status_code)
+    declared = streamed.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit and "content-encoding" not in streamed.headers:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    # Decoded bytes are counted: a compressed answer that inflates past the cap stops there too.
+    async for chunk in streamed.aiter_bytes():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return httpx.Response(
+        streamed.status_code,
+        headers=[(name, value) for name, value in streamed.headers.raw if name.lower() not in _WIRE_HEADERS],
+        content=b"".join(chunks),
+        request=streamed.request,
+    )
 
 
 class ModelClient:
@@ -265,7 +287,7 @@ class ModelClient:
                         response = await self._read_capped(streamed, what)
                     finally:
                         await streamed.aclose()
-            except _TooLarge as exc:
+            except TooLarge as exc:
                 # Not retried: the same request would most likely bring the same answer (and bill it).
                 return Failure(ProviderError(str(exc), status=exc.status), result="too_large")
             except httpx.DecodingError:
@@ -291,28 +313,11 @@ class ModelClient:
     async def _read_capped(self, streamed: httpx.Response, what: str) -> httpx.Response:
         """The answer with its body read, stopping as soon as it passes `max_response_bytes`."""
         limit = self.max_response_bytes
-        too_large = _TooLarge(
+        message = (
             f"{what}'s answer is larger than the {limit} byte limit (AI_MAX_RESPONSE_BYTES); it was not read "
-            "and the image has no result",
-            streamed.status_code,
+            "and the image has no result"
         )
-        declared = streamed.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > limit and "content-encoding" not in streamed.headers:
-            raise too_large
-        chunks: list[bytes] = []
-        size = 0
-        # Decoded bytes are counted: a compressed answer that inflates past the cap stops there too.
-        async for chunk in streamed.aiter_bytes():
-            size += len(chunk)
-            if size > limit:
-                raise too_large
-            chunks.append(chunk)
-        return httpx.Response(
-            streamed.status_code,
-            headers=[(name, value) for name, value in streamed.headers.raw if name.lower() not in _WIRE_HEADERS],
-            content=b"".join(chunks),
-            request=streamed.request,
-        )
+        return await read_capped(streamed, limit, message)
 
     def _count(self, outcome: httpx.Response | Failure) -> None:
         metrics.REMOTE_ATTEMPTS.labels(provider=self.provider, result=attempt_result(outcome)).inc()

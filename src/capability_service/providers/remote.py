@@ -31,11 +31,15 @@ from capability_service.providers.http import (
     ModelClient,
     RetryPolicy,
     Sleep,
+    TooLarge,
     brief,
+    read_capped,
 )
 
 HEALTH_CACHE_SECONDS = 60.0
 HEALTH_TIMEOUT_SECONDS = 5.0
+# A model's metadata is a few hundred bytes; the probe reads no more than this of whatever answers.
+HEALTH_MAX_BYTES = 64 * 1024
 
 
 class ClientOptions(TypedDict, total=False):
@@ -179,6 +183,12 @@ class RemoteModelProvider:
             return True, "reachable"
         return False, str(self._error(response).error)
 
+    def _oversized_probe(self) -> str:
+        return (
+            f"the {self.vendor} API answered the model metadata probe with more than {HEALTH_MAX_BYTES} bytes; "
+            "check that its base URL points at the model API"
+        )
+
     async def health(self) -> dict[str, Any]:
         """Whether the model is reachable with our key; cached for a minute."""
         now = time.monotonic()
@@ -191,12 +201,17 @@ class RemoteModelProvider:
             report.update(healthy=True, detail=f"answered {now - last:.0f} s ago")
             return report
         try:
-            async with httpx.AsyncClient(
-                timeout=HEALTH_TIMEOUT_SECONDS, transport=self._transport, follow_redirects=False
-            ) as client:
-                response = await client.get(self._model_url, headers=self._headers)
+            async with (
+                httpx.AsyncClient(
+                    timeout=HEALTH_TIMEOUT_SECONDS, transport=self._transport, follow_redirects=False
+                ) as client,
+                client.stream("GET", self._model_url, headers=self._headers) as streamed,
+            ):
+                response = await read_capped(streamed, HEALTH_MAX_BYTES, self._oversized_probe())
         except httpx.HTTPError as exc:
             report.update(healthy=False, detail=f"the {self.vendor} API is unreachable: {type(exc).__name__}")
+        except TooLarge as exc:
+            report.update(healthy=False, detail=str(exc))
         else:
             healthy, detail = self._probe_health(response)
             report.update(healthy=healthy, detail=detail)
