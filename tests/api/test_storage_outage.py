@@ -117,3 +117,6 @@ async def test_a_short_storage_outage_loses_no_processed_image(
     lines = [record for record in caplog.records if record.name == "capability_service.storage.retry"]
     assert len(lines) == IMAGES - 1, [record.getMessage() for record in lines]
     assert all("stored after" in record.getMessage() and record.exc_info is None for record in lines)
+    # The result cache's look-ups that met the outage say so; no entry is called unusable for it.
+    cache_lines = [record.getMessage() for record in caplog.records if record.name.endswith("result_cache")]
+    assert all("look-up failed, processing the image" in line for line in cache_lines), cache_lines

@@ -68,9 +68,14 @@ class ResultCache:
             if time.time() - float(entry["created_at"]) > self.ttl_seconds:
                 return None
             data = await self.storage.get(str(entry["result_key"]))
-        except (KeyError, ValueError, TypeError, StorageError) as exc:
-            if not isinstance(exc, KeyError):
-                log.warning("result cache entry %s unusable: %s", key, exc)
+        except KeyError:
+            return None
+        except StorageError as exc:
+            # The store itself failing (an outage) says nothing about the entry: the image is processed.
+            log.warning("result cache look-up failed, processing the image: %s", exc)
+            return None
+        except (ValueError, TypeError) as exc:
+            log.warning("result cache entry %s unusable: %s", key, exc)
             return None
         if hashlib.sha256(data).hexdigest() != entry.get("sha256"):
             return None
