@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import AsyncIterator
+from types import FrameType
 
 import pytest
 
@@ -96,3 +98,28 @@ async def test_a_data_uri_over_the_limit_stops_the_read_in_the_piece_where_it_pa
             await read_job_json(counted(body), 20_000)
         assert str(refused.value.detail).startswith("source_image_urls[1]: "), refused.value.detail
         assert read == passed < len(body) // 4096
+
+
+async def test_escapes_are_scanned_in_bulk_not_one_by_one() -> None:
+    # A data URI written with every `/` escaped, as PHP's json_encode does, is read in as many Python calls
+    # as the same data URI unescaped: a body with a million escapes must not hold the event loop for seconds.
+    payload = "QUJD/RA+" * 16_000
+    plain = json.dumps({"source_image_urls": ["data:image/png;base64," + payload]}).encode()
+    escaped = plain.replace(b"/", b"\\/")
+    calls: list[int] = []
+    for body in (plain, escaped):
+        count = 0
+
+        def profile(frame: FrameType, event: str, arg: object) -> None:
+            nonlocal count
+            count += event in ("call", "c_call")
+
+        sys.setprofile(profile)
+        try:
+            document = await read_job_json(pieces(body, 65536), 10**9)
+        finally:
+            sys.setprofile(None)
+        assert document == json.loads(body)
+        calls.append(count)
+    assert escaped.count(b"\\") > 16_000
+    assert calls[1] < calls[0] + 100, calls
