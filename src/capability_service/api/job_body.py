@@ -23,8 +23,13 @@ from fastapi.routing import APIRoute
 from starlette.responses import Response
 from starlette.types import Receive, Scope
 
-# Inside a string, the next quote or backslash; outside, the next quote.
-_IN_STRING = re.compile(rb'["\\]')
+# A JSON string's text from a point outside any escape: runs of plain bytes and two-byte escapes (`\"` is
+# one). It ends at the closing quote, at a backslash that ends the chunk (its escape goes on in the next
+# one), or at the chunk's end. Possessive, so matching keeps no backtracking state.
+_STRING_TEXT = re.compile(rb'[^"\\]*+(?:\\.[^"\\]*+)*+', re.DOTALL)
+_BACKSLASH = 0x5C
+# Bytes of a data URI's payload that decode to nothing: whitespace, and the `%` of a percent-escape.
+_NOT_PAYLOAD = b"% \t\r\n"
 _DATA = b"data:"
 # A data URI's text before its payload ("data:image/jpeg;base64,") is short; this is generous.
 _HEADER_SLACK = 256
@@ -46,6 +51,38 @@ class DataUriTooLarge(HTTPException):
 def payload_bytes(raw_chars: int, escapes: int) -> int:
     """Bytes a base64 payload of `raw_chars` characters decodes to, `escapes` of them being escape overhead."""
     return max(0, raw_chars - escapes) * 3 // 4
+
+
+def _string_stop(chunk: bytes, start: int, end: int) -> int:
+    """Where the string going on at `start` (outside any escape) stops in `chunk`: at its closing quote, at a
+    backslash ending the chunk whose escape goes on in the next one, or at the chunk's end."""
+    quote = chunk.find(b'"', start)
+    stop = end if quote < 0 else quote
+    if stop == start or chunk[stop - 1] != _BACKSLASH:
+        # The byte before is a plain one or an escape's last: the quote (or the chunk's end) is outside any escape.
+        return stop
+    # After a backslash the quote may be escaped (`\"`) or close the string (`\\"`), and a chunk may end in
+    # the middle of an escape: the pattern pairs each backslash with the byte after it, in one pass in C
+    # however many escapes there are.
+    match = _STRING_TEXT.match(chunk, start)
+    assert match is not None  # the pattern matches the empty string
+    return match.end()
+
+
+def _overhead(piece: bytes) -> int:
+    """Characters of `piece`, data URI text starting and ending outside any escape, that do not decode to bytes.
+
+    Each JSON escape is one (`\\/`, `\\\\`, `\\u00e9`: its backslash), each percent-escape two, each whitespace
+    one. In a run of backslashes, which starts outside any escape, the escapes are its pairs and a last
+    odd one: counting `\\\\` left to right, without overlaps, finds those pairs, so every escape counts once.
+    """
+    overhead = 0
+    backslashes = piece.count(b"\\")
+    if backslashes:
+        overhead = backslashes - piece.count(b"\\\\")
+    # One pass deletes all of them; the `%`s count once more.
+    overhead += len(piece) - len(piece.translate(None, _NOT_PAYLOAD)) + piece.count(b"%")
+    return overhead
 
 
 class _Scanner:
@@ -88,26 +125,25 @@ class _Scanner:
                 self._escaped = False
                 position += 1
                 continue
-            match = _IN_STRING.search(chunk, position)
-            stop = end if match is None else match.start()
+            stop = _string_stop(chunk, position, end)
             self._grow(chunk[position:stop])
-            if match is None:
+            if stop == end:
                 return
-            if chunk[stop] == 0x5C:  # backslash
+            if chunk[stop] == _BACKSLASH:
+                # The chunk ends with the first byte of an escape.
                 self._current += b"\\"
                 self._current_escapes += 1
                 self._escaped = True
-                position = stop + 1
-                continue
+                return
             self._in_string = False
             position = stop + 1
             self._string_ended()
 
     def _grow(self, piece: bytes) -> None:
+        # `piece` starts and ends outside any escape.
         self._current += piece
         if self._current[:5].lower() == _DATA and len(self._current) > 5:
-            # Percent-escapes and whitespace in a data URI's payload do not decode to bytes.
-            self._current_escapes += 2 * piece.count(b"%") + sum(piece.count(space) for space in b" \t\r\n")
+            self._current_escapes += _overhead(piece)
             size = payload_bytes(len(self._current), self._current_escapes + _HEADER_SLACK)
             if size > self.limit:
                 raise DataUriTooLarge(self._where(), size, self.limit)
