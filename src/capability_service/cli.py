@@ -8,13 +8,17 @@ from pathlib import Path
 
 from capability_service.core.config import ConfigError, load_settings
 
+# Each command reads its settings before importing what it runs (a few seconds of imports for the web app
+# and the image pipelines), so a wrong setting stops it at once.
+
 
 def _serve(args: argparse.Namespace) -> int:
+    settings = load_settings()
     import uvicorn
 
     from capability_service.main import create_app
 
-    app = create_app(load_settings())
+    app = create_app(settings)
     # One process: the in-memory job engine lives in it. Scale out with JOB_BACKEND=redis instead.
     uvicorn.run(
         app,
@@ -40,25 +44,27 @@ def _positive_int(text: str) -> int:
 
 
 def _worker(args: argparse.Namespace) -> int:
+    settings = load_settings(**({"log_level": args.log_level.upper()} if args.log_level else {}))
     from capability_service.worker import run_worker
 
-    settings = load_settings(**({"log_level": args.log_level.upper()} if args.log_level else {}))
     # Plugin settings are checked when the worker builds its services (a `ConfigError` too).
     return run_worker(settings, args.concurrency)
 
 
 def _process(args: argparse.Namespace) -> int:
+    settings = load_settings()
     from capability_service.batch.command import run_process
 
-    return run_process(args)
+    return run_process(args, settings)
 
 
 def _metrics(args: argparse.Namespace) -> int:
+    settings = load_settings()
     import uvicorn
 
     from capability_service.metrics_server import create_metrics_app
 
-    app = create_metrics_app(load_settings())
+    app = create_metrics_app(settings)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", log_config=None)
     return 0
 

@@ -13,7 +13,7 @@ from capability_service.batch.console import ProgressDisplay, print_json, print_
 from capability_service.batch.inputs import WorkItem, plan
 from capability_service.batch.options import BatchError, parse_pairs, resolve_operation
 from capability_service.batch.runner import BatchReport, BatchRunner
-from capability_service.core.config import ConfigError, load_settings
+from capability_service.core.config import Settings
 from capability_service.plugins.manager import default_registry
 from capability_service.providers.base import ImageEditProvider
 from capability_service.providers.factory import create_provider
@@ -22,14 +22,9 @@ from capability_service.providers.factory import create_provider
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_STOPPED = 0, 1, 2, 130
 
 
-def run_process(args: argparse.Namespace) -> int:
+def run_process(args: argparse.Namespace, settings: Settings) -> int:
     out = Console()
     err = Console(stderr=True)
-    try:
-        settings = load_settings()
-    except ConfigError as exc:
-        _error(err, f"capability-service: {exc}")
-        return EXIT_USAGE
     # The service's own modules log at INFO for a server's operator; here only problems are worth a line.
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     # libvips warns per broken tile of a truncated file; the image's own error already says it.
