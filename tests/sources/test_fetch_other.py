@@ -260,3 +260,14 @@ async def test_without_a_public_base_a_result_url_from_any_address_is_read_from_
         assert "belongs to another user" in str(error)
     finally:
         await fetcher.close()
+
+
+@pytest.mark.parametrize("url", ["http://[::1/a.png", "http://[not-an-address]/a.png", "https://[/"])
+async def test_a_malformed_url_is_refused_by_name_with_storage_in_use(
+    stored: tuple[SourceFetcher, LocalStorage, str], url: str
+) -> None:
+    # Checked against the storage's own URLs first: a URL no parser accepts is the caller's mistake, not a crash.
+    fetcher, _storage, _key = stored
+    error = await refused(fetcher, url)
+    assert error.rule == "url"
+    assert "not a valid URL" in str(error)

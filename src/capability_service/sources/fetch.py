@@ -313,7 +313,11 @@ class SourceFetcher:
         if url.startswith(RESULT_PREFIX + "/"):
             return url
         if isinstance(self.storage, KeyFromUrl):
-            return self.storage.key_from_url(url)
+            try:
+                return self.storage.key_from_url(url)
+            except ValueError:
+                # urllib refuses some URLs outright (an unclosed or bogus IPv6 literal): no URL of ours.
+                raise SourceError("the source URL is not a valid URL", rule="url") from None
         return None
 
     async def _fetch_stored(self, key: str, owner: str | None) -> FetchedSource:
