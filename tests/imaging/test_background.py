@@ -94,3 +94,19 @@ def test_a_model_scene_is_enlarged_to_cover_like_libvips_would(data_dir: object)
     # A truncated scene is this image's clear error, not a crash.
     with pytest.raises(ImageError):
         background.from_image(scene[: len(scene) // 2], 1500, 2000, 50_000_000)
+
+
+def test_a_bmp_background_image_is_read(data_dir: object) -> None:
+    from pathlib import Path
+
+    assert isinstance(data_dir, Path)
+    with Image.open(data_dir / "rocket.jpg") as image:
+        buffer = io.BytesIO()
+        image.convert("RGB").save(buffer, "BMP")
+        reference = np.asarray(image.convert("RGB").resize((600, 400)))[:, 150:450]
+    # Covered (a thumbnail) and enlarged (the model-scene path) alike.
+    for width, height in ((300, 400), (1500, 2000)):
+        out = background.from_image(buffer.getvalue(), width, height, 50_000_000)
+        assert out.shape == (height, width, 3)
+    out = background.from_image(buffer.getvalue(), 300, 400, 50_000_000)
+    assert float(np.abs(out.astype(int) - reference.astype(int)).mean()) < 12

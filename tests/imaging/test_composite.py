@@ -205,3 +205,14 @@ def test_the_contact_shadow_sits_under_each_wheel_and_each_leg() -> None:
     between = below[:, round(0.5 * width) - 3 : round(0.5 * width) + 4].mean()
     assert min(under_wheels) > 60
     assert between < 0.25 * min(under_wheels)
+
+
+def test_a_bmp_photo_is_cut_out_like_the_same_photo_as_png() -> None:
+    # BMP is an allowed source format; libvips cannot load it here, so every decode must go through Pillow.
+    data, pixels, _alpha = scene()
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "BMP")
+    from_bmp = composite.cut_out(buffer.getvalue(), CANVAS, 0.08, 50_000_000)
+    from_png = composite.cut_out(data, CANVAS, 0.08, 50_000_000)
+    assert from_bmp.placement == from_png.placement
+    assert np.array_equal(from_bmp.rgb, from_png.rgb)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import io
+
 import pytest
 import pyvips
+from PIL import Image
 
 from capability_service.imaging.fit_request import MIN_SIDE, RequestLimits, base64_size, fit_for_request
 from capability_service.imaging.types import ImageError
@@ -74,3 +77,18 @@ def test_not_an_image_is_an_image_error() -> None:
 
 def test_base64_size() -> None:
     assert [base64_size(n) for n in (0, 1, 2, 3, 4, 7_000_000)] == [0, 4, 4, 4, 8, 9_333_336]
+
+
+def test_a_bmp_photo_is_re_encoded_for_the_model() -> None:
+    # BMP is an allowed source format the endpoints do not take: it is always re-encoded.
+    data = _bmp(read_image("rocket.jpg"))
+    fitted = fit_for_request(data, LIMITS)
+    assert fitted.changed and fitted.mime_type == "image/jpeg"
+    assert (fitted.width, fitted.height) == (640, 427)
+
+
+def _bmp(data: bytes) -> bytes:
+    buffer = io.BytesIO()
+    with Image.open(io.BytesIO(data)) as image:
+        image.convert("RGB").save(buffer, "BMP")
+    return buffer.getvalue()

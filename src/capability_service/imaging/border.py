@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyvips
 
-from capability_service.imaging.decode import probe
+from capability_service.imaging.decode import probe, thumbnail_checked
 from capability_service.imaging.types import DEFAULT_MAX_PIXELS, ImageError
 
 # Side of the thumbnail measured, and the band along each side (as a share of the side).
@@ -43,7 +43,7 @@ def border_stats(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> BorderSta
     try:
         # Checked above against the limits; `thumbnail` shrinks on load where the format allows it
         # (JPEG, WebP) and applies the EXIF orientation.
-        small = pyvips.Image.thumbnail_buffer(data, _THUMB, height=_THUMB)
+        small = thumbnail_checked(data, _THUMB, height=_THUMB)
         if small.hasalpha():
             small = small.flatten(background=[255] * (small.bands - 1))
         if small.interpretation not in ("srgb", "b-w"):

@@ -7,13 +7,13 @@ import time
 import numpy as np
 import pyvips
 
-from capability_service.imaging.decode import open_image
+from capability_service.imaging.decode import open_image, thumbnail_checked
 from capability_service.imaging.encode import encode, to_srgb
 from capability_service.imaging.types import EncodedImage, ImageError, OutputFormat, Quality
 
 
 def _read(data: bytes, width: int, height: int, size: str) -> pyvips.Image:
-    image = to_srgb(pyvips.Image.thumbnail_buffer(data, width, height=height, size=size))
+    image = to_srgb(thumbnail_checked(data, width, height=height, size=size))
     if image.format != "uchar":
         image = image.cast("uchar")
     if image.hasalpha():

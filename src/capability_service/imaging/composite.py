@@ -20,7 +20,7 @@ import numpy.typing as npt
 import pyvips
 
 from capability_service.imaging import segment
-from capability_service.imaging.decode import open_image
+from capability_service.imaging.decode import load_checked, open_image, thumbnail_checked
 from capability_service.imaging.encode import encode
 from capability_service.imaging.types import EncodedImage, ImageError, OutputFormat, Quality
 
@@ -104,7 +104,7 @@ def _to_rgb8(image: pyvips.Image) -> pyvips.Image:
 def _decode(data: bytes, width: int, height: int) -> tuple[UInt8Array, Float32Array | None]:
     """The upright photo resampled to exactly width x height, and its alpha (0..1) if it has one."""
     try:
-        image = pyvips.Image.thumbnail_buffer(data, width, height=height, size="force")
+        image = thumbnail_checked(data, width, height=height, size="force")
         image = _to_rgb8(image)
         pixels = np.asarray(image.numpy(), dtype=np.uint8)
     except pyvips.Error as exc:
@@ -334,7 +334,7 @@ def _decode_region(data: bytes, crop: tuple[int, int, int, int], shrink: int) ->
     x, y, w, h = crop
     try:
         options: dict[str, Any] = {"shrink": shrink} if shrink > 1 else {}
-        image = pyvips.Image.new_from_buffer(data, "", fail=True, **options).autorot()
+        image = load_checked(data, fail=True, **options).autorot()
         if image.get_typeof("icc-profile-data"):
             image = image.icc_transform("srgb", embedded=True, intent="perceptual")
         image = _to_rgb8(image)

@@ -217,8 +217,30 @@ def _bmp_header(data: bytes) -> tuple[int, int, bool]:
 def _open_bmp(data: bytes, max_pixels: int) -> pyvips.Image:
     # libvips reads BMP only through ImageMagick, which is not allowed; Pillow's reader is small and
     # the size is checked from the header before a pixel is decoded.
-    width, height, alpha = _bmp_header(data)
+    width, height, _alpha = _bmp_header(data)
     _check_size(width, height, 1, max_pixels, 1)
+    return _bmp_pixels(data)
+
+
+def load_checked(data: bytes, **options: Any) -> pyvips.Image:
+    """`pyvips.Image.new_from_buffer` for bytes that `open_image` or `probe` has already accepted.
+
+    BMP, which libvips cannot load here, comes from Pillow (already decoded; `options` do not apply).
+    """
+    if detect_image_format(data) == "bmp":
+        return _bmp_pixels(data)
+    return pyvips.Image.new_from_buffer(data, "", **options)
+
+
+def thumbnail_checked(data: bytes, width: int, **options: Any) -> pyvips.Image:
+    """`pyvips.Image.thumbnail_buffer` for bytes that `open_image` or `probe` has already accepted (BMP too)."""
+    if detect_image_format(data) == "bmp":
+        return _bmp_pixels(data).thumbnail_image(width, **options)
+    return pyvips.Image.thumbnail_buffer(data, width, **options)
+
+
+def _bmp_pixels(data: bytes) -> pyvips.Image:
+    _width, _height, alpha = _bmp_header(data)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)

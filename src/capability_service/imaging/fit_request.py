@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import pyvips
 
-from capability_service.imaging.decode import open_image, sniff_format
+from capability_service.imaging.decode import load_checked, open_image, sniff_format
 from capability_service.imaging.encode import to_srgb
 from capability_service.imaging.types import ImageError
 
@@ -74,7 +74,7 @@ def fit_for_request(data: bytes, limits: RequestLimits, max_pixels: int = 50_000
             original_bytes=len(data),
         )
     try:
-        full = pyvips.Image.new_from_buffer(data, "", access="random", fail=True)
+        full = load_checked(data, access="random", fail=True)
         full = to_srgb(full.autorot())
         if full.bands == 1 or (full.bands == 2 and full.hasalpha()):
             full = full.colourspace("srgb")
