@@ -190,3 +190,12 @@ def test_strips_give_the_same_result_as_one_pass() -> None:
     lut = enhancing.tone_curve(photo, 0.7)
     whole = enhancing.sharpen(np.take(lut, enhancing.denoise(photo, 0.7)), 0.7)
     assert np.array_equal(strips, whole)
+
+
+@pytest.mark.parametrize("size", [(1, 1), (3, 2), (1, 600), (600, 2)])
+def test_images_a_few_pixels_across_are_enhanced(size: tuple[int, int]) -> None:
+    # The tone curve is measured on a subsampled copy, which must not shrink a narrow side to nothing.
+    rng = np.random.default_rng(1)
+    source = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    result = enhance(to_png(source), EnhanceOptions(level=5, upscale=True))
+    assert (result.width, result.height) == (size[0] * 2, size[1] * 2)

@@ -220,7 +220,7 @@ def _filtered(
     array = _filter_strips(
         lambda first, last: _array(decoded.crop(0, first, width, last - first), colour_bands),
         shape,
-        _tone_curve(_array(decoded.subsample(4, 4), colour_bands), strength),
+        _tone_curve(_array(decoded.subsample(min(4, width), min(4, height)), colour_bands), strength),
         noise_sigma(_array(centre, colour_bands)) if options.denoise else 0.0,
         strength,
         denoise_on=options.denoise,
