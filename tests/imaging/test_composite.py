@@ -158,6 +158,13 @@ def test_no_product_and_bad_input_are_clear_errors() -> None:
         composite.cut_out(truncated, CANVAS, 0.08, 50_000_000)
 
 
+def test_a_truncated_jpeg_names_the_decoder_reason(data_dir: Path) -> None:
+    # libvips puts a generic "unable to write to memory" first; the reason is the line after it.
+    data = (data_dir / "rocket.jpg").read_bytes()
+    with pytest.raises(ImageError, match="VipsJpeg: premature end of JPEG image"):
+        composite.cut_out(data[: len(data) // 3], CANVAS, 0.08, 50_000_000)
+
+
 def test_encoded_canvas_has_the_target_size() -> None:
     data, _, _ = scene()
     cut = composite.cut_out(data, CANVAS, 0.08, 50_000_000)

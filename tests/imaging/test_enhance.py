@@ -13,7 +13,7 @@ from PIL import Image
 
 from capability_service.imaging import enhance as enhancing
 from capability_service.imaging.enhance import enhance
-from capability_service.imaging.types import EnhanceOptions
+from capability_service.imaging.types import EnhanceOptions, ImageError
 from tests.imaging.samples import exif_with_gps, pil, pixels, read, save
 
 U8 = npt.NDArray[np.uint8]
@@ -199,3 +199,9 @@ def test_images_a_few_pixels_across_are_enhanced(size: tuple[int, int]) -> None:
     source = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
     result = enhance(to_png(source), EnhanceOptions(level=5, upscale=True))
     assert (result.width, result.height) == (size[0] * 2, size[1] * 2)
+
+
+def test_a_truncated_photo_names_the_decoder_reason() -> None:
+    data = read("rocket.jpg")
+    with pytest.raises(ImageError, match="broken or truncated: VipsJpeg: premature end of JPEG image"):
+        enhance(data[: len(data) // 3], EnhanceOptions(level=5))

@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 import pyvips
 
-from capability_service.imaging.decode import load_checked, open_image, thumbnail_checked
+from capability_service.imaging.decode import load_checked, open_image, thumbnail_checked, vips_reason
 from capability_service.imaging.types import ImageError
 
 RGB = tuple[int, int, int]
@@ -210,7 +210,7 @@ def from_image(data: bytes, width: int, height: int, max_pixels: int) -> UInt8Ar
             cover = cover.gravity("centre", width, height, extend="copy")
         pixels = np.asarray(cover.cast("uchar").numpy(), dtype=np.uint8)
     except pyvips.Error as exc:
-        raise ImageError(f"the background image could not be read: {str(exc).splitlines()[0]}") from None
+        raise ImageError(f"the background image could not be read: {vips_reason(exc)}") from None
     return np.ascontiguousarray(pixels[..., :3])
 
 
@@ -235,7 +235,7 @@ def _enlarged(data: bytes, width: int, height: int) -> UInt8Array:
     try:
         pixels = np.asarray(load_checked(data, access="sequential", fail=True).numpy(), dtype=np.uint8)
     except pyvips.Error as exc:
-        raise ImageError(f"the background image could not be read: {str(exc).splitlines()[0]}") from None
+        raise ImageError(f"the background image could not be read: {vips_reason(exc)}") from None
     source_h, source_w = pixels.shape[:2]
     scale = max(width / source_w, height / source_h)
     size = (max(width, round(source_w * scale)), max(height, round(source_h * scale)))

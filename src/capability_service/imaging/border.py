@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyvips
 
-from capability_service.imaging.decode import probe, thumbnail_checked
+from capability_service.imaging.decode import probe, thumbnail_checked, vips_reason
 from capability_service.imaging.types import DEFAULT_MAX_PIXELS, ImageError
 
 # Side of the thumbnail measured, and the band along each side (as a share of the side).
@@ -53,7 +53,7 @@ def border_stats(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> BorderSta
             buffer=luma.cast("uchar").write_to_memory(), dtype=np.uint8, shape=(luma.height, luma.width)
         ).astype(np.float32)
     except pyvips.Error as exc:
-        raise ImageError(f"the picture could not be read: {str(exc).splitlines()[0]}") from None
+        raise ImageError(f"the picture could not be read: {vips_reason(exc)}") from None
     rows, cols = pixels.shape
     band_r, band_c = max(1, round(rows * _BAND)), max(1, round(cols * _BAND))
     mask = np.zeros_like(pixels, dtype=bool)

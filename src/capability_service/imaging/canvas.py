@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pyvips
 
-from capability_service.imaging.decode import open_image, thumbnail_checked
+from capability_service.imaging.decode import open_image, thumbnail_checked, vips_reason
 from capability_service.imaging.encode import encode, to_srgb
 from capability_service.imaging.types import EncodedImage, ImageError, OutputFormat, Quality
 
@@ -40,7 +40,7 @@ def fit_to_target(
         fill = [round(float(value)) for value in border[:3]]
         canvas = image.gravity("centre", width, height, extend="background", background=fill)
     except pyvips.Error as exc:
-        raise ImageError(f"the image could not be placed on the canvas: {str(exc).splitlines()[0]}") from None
+        raise ImageError(f"the image could not be placed on the canvas: {vips_reason(exc)}") from None
     decoded = time.perf_counter()
     out = encode(canvas, fmt, quality)
     timings = {"decode_ms": _ms(started, decoded), "encode_ms": _ms(decoded, time.perf_counter())}
@@ -64,4 +64,4 @@ def upright_jpeg(data: bytes, max_pixels: int, max_side: int = 2048) -> bytes:
         image = _read(data, max_side, max_side, "down")
         return bytes(image.jpegsave_buffer(Q=92, keep="none"))
     except pyvips.Error as exc:
-        raise ImageError(f"the image could not be read: {str(exc).splitlines()[0]}") from None
+        raise ImageError(f"the image could not be read: {vips_reason(exc)}") from None

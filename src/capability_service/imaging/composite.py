@@ -20,7 +20,7 @@ import numpy.typing as npt
 import pyvips
 
 from capability_service.imaging import segment
-from capability_service.imaging.decode import load_checked, open_image, thumbnail_checked
+from capability_service.imaging.decode import load_checked, open_image, thumbnail_checked, vips_reason
 from capability_service.imaging.encode import encode
 from capability_service.imaging.types import EncodedImage, ImageError, OutputFormat, Quality
 
@@ -108,7 +108,7 @@ def _decode(data: bytes, width: int, height: int) -> tuple[UInt8Array, Float32Ar
         image = _to_rgb8(image)
         pixels = np.asarray(image.numpy(), dtype=np.uint8)
     except pyvips.Error as exc:
-        raise ImageError(f"the image could not be read: {str(exc).splitlines()[0]}") from None
+        raise ImageError(f"the image could not be read: {vips_reason(exc)}") from None
     if pixels.ndim == 2:
         pixels = np.repeat(pixels[..., None], 3, axis=2)
     rgb = np.ascontiguousarray(pixels[..., :3])
@@ -343,7 +343,7 @@ def _decode_region(data: bytes, crop: tuple[int, int, int, int], shrink: int) ->
         height = max(1, min(image.height - top, -(-h // shrink)))
         pixels = np.asarray(image.crop(left, top, width, height).numpy(), dtype=np.uint8)
     except pyvips.Error as exc:
-        raise ImageError(f"the image could not be read: {str(exc).splitlines()[0]}") from None
+        raise ImageError(f"the image could not be read: {vips_reason(exc)}") from None
     if pixels.ndim == 2:
         pixels = np.repeat(pixels[..., None], 3, axis=2)
     return np.ascontiguousarray(pixels)

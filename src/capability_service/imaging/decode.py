@@ -89,10 +89,12 @@ class ImageInfo:
         return self.width, self.height
 
 
-def _first_line(exc: Exception) -> str:
+def vips_reason(exc: Exception) -> str:
+    """The line of a libvips error that says what went wrong."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    # libvips puts the generic "unable to call X" first and the actual reason after it.
-    useful = [line for line in lines if not line.startswith("unable to call")]
+    # libvips puts a generic "unable to call X" / "unable to write to memory" first and the actual
+    # reason (the decoder's) after it.
+    useful = [line for line in lines if not line.startswith("unable to ")]
     return (useful or lines or ["unknown error"])[0]
 
 
@@ -115,7 +117,7 @@ def _load(data: bytes, fmt: str, options: dict[str, Any]) -> pyvips.Image:
             _LOADERS[fmt], data, access="sequential", fail_on="warning", **options
         )
     except pyvips.Error as exc:
-        reason = _first_line(exc)
+        reason = vips_reason(exc)
         if fmt == "heic":
             reason += " (HEIC/HEVC images are not supported by this build; send JPEG or AVIF)"
         raise ImageError(f"the image could not be read: {reason}") from None
@@ -287,7 +289,7 @@ def vips_error(exc: pyvips.Error, doing: str, deadline: Deadline | None = None) 
     """The user-facing error for a libvips failure while `doing` something."""
     if deadline is not None and (deadline.expired or "killed" in str(exc)):
         return deadline.error()
-    reason = _first_line(exc)
+    reason = vips_reason(exc)
     # Decoding is lazy, so a broken file often fails only while the result is being written.
     if any(word in reason.lower() for word in _DECODE_WORDS):
         return ImageError(f"the image data is broken or truncated: {reason}")

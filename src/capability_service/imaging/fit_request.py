@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import pyvips
 
-from capability_service.imaging.decode import load_checked, open_image, sniff_format
+from capability_service.imaging.decode import load_checked, open_image, sniff_format, vips_reason
 from capability_service.imaging.encode import to_srgb
 from capability_service.imaging.types import ImageError
 
@@ -81,7 +81,7 @@ def fit_for_request(data: bytes, limits: RequestLimits, max_pixels: int = 50_000
         if full.format != "uchar":
             full = full.cast("uchar")
     except pyvips.Error as exc:
-        raise ImageError(f"the image could not be prepared for the model: {str(exc).splitlines()[0]}") from None
+        raise ImageError(f"the image could not be prepared for the model: {vips_reason(exc)}") from None
     alpha = full.hasalpha()
     side = min(limits.max_side, max(full.width, full.height))
     for step in range(_MAX_STEPS):
@@ -126,4 +126,4 @@ def _encode(image: pyvips.Image, alpha: bool, step: int, formats: frozenset[str]
             return bytes(opaque.jpegsave_buffer(Q=90, optimize_coding=True, keep="none")), "image/jpeg"
         return bytes(opaque.pngsave_buffer(compression=9, keep="none")), "image/png"
     except pyvips.Error as exc:
-        raise ImageError(f"the image could not be encoded for the model: {str(exc).splitlines()[0]}") from None
+        raise ImageError(f"the image could not be encoded for the model: {vips_reason(exc)}") from None
