@@ -101,6 +101,16 @@ def test_missing_file_is_400_and_missing_key_401(server: str) -> None:
     assert httpx.post(server + URL, files=files).status_code == 401
 
 
+def test_two_files_are_400_not_one_silently_dropped(server: str) -> None:
+    files = [
+        ("file", ("a.jpg", read_image("rocket.jpg"), "image/jpeg")),
+        ("file", ("b.png", read_image("chelsea.png"), "image/png")),
+    ]
+    response = httpx.post(server + URL, files=files, headers=AUTH)
+    assert response.status_code == 400
+    assert response.json()["errors"] == [{"field": "file", "message": "send one image per request (2 were sent)"}]
+
+
 @pytest.mark.parametrize(
     "data",
     [b"", b"<svg xmlns='http://www.w3.org/2000/svg'/>", None],

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, HTTPException, UploadFile
+from fastapi import APIRouter, File, Form, HTTPException, Request, UploadFile
 from fastapi.responses import Response
 
 from capability_service.api.deps import ApiKeyDep, ServicesDep
 from capability_service.imaging.types import ImageError
+from capability_service.jobs.errors import InvalidSubmission
 from capability_service.plugins.base import ProcessContext
 from capability_service.plugins.image_compress import ImageCompressPlugin
 
@@ -41,6 +42,7 @@ async def _no_extra_sources(url: str) -> bytes:
 
 @router.post("/image/compress")
 async def compress(
+    request: Request,
     services: ServicesDep,
     file: Annotated[UploadFile, File(description="the image to compress")],
     quality: Annotated[str, Form(description="low | standard | high")] = "standard",
@@ -49,6 +51,10 @@ async def compress(
     maintain_aspect: Annotated[bool | None, Form(alias="maintainAspect")] = None,
 ) -> Response:
     """Compress one image; the answer is the image itself, its facts in `X-...` headers."""
+    # FastAPI binds the last of several `file` parts: refuse rather than drop the others unseen.
+    sent = len((await request.form()).getlist("file"))
+    if sent > 1:
+        raise InvalidSubmission("file", f"send one image per request ({sent} were sent)")
     plugin = services.plugins.get(ImageCompressPlugin.name)
     fields: dict[str, object] = {"quality": quality, "format": format}
     if max_size is not None:
