@@ -111,6 +111,13 @@ def test_two_files_are_400_not_one_silently_dropped(server: str) -> None:
     assert response.json()["errors"] == [{"field": "file", "message": "send one image per request (2 were sent)"}]
 
 
+def test_a_file_sent_as_a_plain_field_is_400_in_words(server: str) -> None:
+    response = httpx.post(server + URL, data={"file": "photo.jpg"}, files={"other": ("x", b"x")}, headers=AUTH)
+    assert response.status_code == 400
+    detail = response.json()["detail"]
+    assert detail.startswith("file: ") and "filename" in detail and "<class" not in detail
+
+
 @pytest.mark.parametrize(
     "data",
     [b"", b"<svg xmlns='http://www.w3.org/2000/svg'/>", None],

@@ -59,10 +59,18 @@ def _location(error: dict[str, Any]) -> str:
     return ".".join(parts) or "request"
 
 
+def _message(error: dict[str, Any]) -> str:
+    message = str(error.get("msg", "invalid"))
+    if "Expected UploadFile" in message:
+        # FastAPI's words name a Python class; the caller sent a plain form field where a file goes.
+        return "expected an uploaded file (a multipart part with a filename), got a plain form field"
+    return message
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [{"field": _location(error), "message": error.get("msg", "invalid")} for error in exc.errors()]
+        errors = [{"field": _location(error), "message": _message(error)} for error in exc.errors()]
         detail = "; ".join(f"{error['field']}: {error['message']}" for error in errors)
         return JSONResponse({"detail": detail, "errors": errors}, status_code=400)
 
