@@ -132,3 +132,11 @@ def test_deadline_stops_a_long_computation() -> None:
     with pytest.raises(ImageError, match="took longer than"):
         optimize(camera, OptimizeOptions(format="png", quality="high", max_size=4000, timeout_seconds=0.05))
     assert time.monotonic() - started < 5
+
+
+def test_a_png_cut_inside_its_header_is_called_broken() -> None:
+    # libvips gives no reason of its own here, only "unable to call pngload_buffer".
+    data = save(pil(read("rocket.jpg")).convert("RGB"), "PNG")[:20]
+    with pytest.raises(ImageError) as caught:
+        open_image(data)
+    assert str(caught.value) == "the image could not be read: the data is broken or truncated"

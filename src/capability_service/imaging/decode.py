@@ -118,6 +118,9 @@ def _load(data: bytes, fmt: str, options: dict[str, Any]) -> pyvips.Image:
         )
     except pyvips.Error as exc:
         reason = vips_reason(exc)
+        if reason.startswith("unable to call"):
+            # libvips' PNG loader says nothing more of a file cut inside its header.
+            reason = "the data is broken or truncated"
         if fmt == "heic":
             reason += " (HEIC/HEVC images are not supported by this build; send JPEG or AVIF)"
         raise ImageError(f"the image could not be read: {reason}") from None
