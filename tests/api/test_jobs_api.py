@@ -174,6 +174,23 @@ async def test_malformed_json_is_400(client: httpx.AsyncClient) -> None:
     assert response.status_code == 400
 
 
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        (b'{"type": "batch_optimization\xff", "source_image_urls": ["u"]}', "not valid UTF-8"),
+        (
+            b'{"type": "batch_optimization", "config": {"maxSize": ' + b"9" * 5000 + b'}, "source_image_urls": ["u"]}',
+            "digits",
+        ),
+        (b'{"config": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "nested"),
+    ],
+)
+async def test_json_python_cannot_read_is_400_saying_why(client: httpx.AsyncClient, body: bytes, words: str) -> None:
+    response = await client.post("/api/v1/ai/job", content=body, headers={**AUTH, "Content-Type": "application/json"})
+    assert response.status_code == 400
+    assert words in response.json()["detail"]
+
+
 async def test_same_job_id_and_payload_returns_the_same_job(client: httpx.AsyncClient) -> None:
     payload: dict[str, Any] = {
         "job_id": "idem",

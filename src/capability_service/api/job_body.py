@@ -185,7 +185,18 @@ class _Scanner:
     def finish(self) -> Any:
         if self._in_string:
             raise json.JSONDecodeError("Unterminated string", "", len(self.skeleton))
-        document = json.loads(self.skeleton)
+        try:
+            document = json.loads(self.skeleton)
+        except json.JSONDecodeError:
+            raise
+        # Well-formed JSON Python still refuses: said here, as FastAPI would only say "error parsing the body".
+        except UnicodeDecodeError:
+            raise HTTPException(400, detail="the body is not valid UTF-8; send JSON encoded as UTF-8") from None
+        except RecursionError:
+            raise HTTPException(400, detail="the JSON is nested too deeply") from None
+        except ValueError:
+            # The one left: Python reads integers of at most 4300 digits.
+            raise HTTPException(400, detail="a number in the JSON has too many digits") from None
         return self._restore(document)
 
     def _restore(self, node: Any) -> Any:
