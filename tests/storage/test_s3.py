@@ -96,11 +96,14 @@ async def test_url_without_signature_is_refused(make_storage: StorageFactory, se
 
 
 async def test_expired_presigned_url_is_refused(make_storage: StorageFactory, seaweed: Seaweed) -> None:
-    storage = make_storage(presign_expires=1)
+    # Long enough that the first fetch comes in time on a busy machine; the second waits until it has passed.
+    lifetime = 3
+    storage = make_storage(presign_expires=lifetime)
     stored = await storage.put("ai-playground/u/expiring/0.png", PNG, "image/png")
+    signed_by = time.monotonic()  # the URL was signed before this
     async with browser(seaweed) as client:
         assert (await client.get(stored.url)).status_code == 200
-        await asyncio.sleep(2.2)
+        await asyncio.sleep(max(0.0, signed_by + lifetime + 1.2 - time.monotonic()))
         expired = await client.get(stored.url)
     assert expired.status_code == 403
     assert "expired" in expired.text.lower()
