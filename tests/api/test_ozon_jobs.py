@@ -305,3 +305,15 @@ async def test_publish_needs_a_finished_ozon_job(
     response = await client.post("/api/v1/ozon/jobs/running/publish", headers=AUTH)
     assert response.status_code == 409 and "still" in response.json()["detail"]
     await client.post("/api/v1/ai/job/running/cancel", headers=AUTH)
+
+
+@pytest.mark.engines("memory")
+async def test_an_import_id_out_of_ozons_range_is_refused_without_asking_ozon(
+    service: Callable[..., Any], ozon: OzonSellerFake
+) -> None:
+    client = await service()
+    for task_id in ("0", str(2**63), "1" * 100):
+        response = await client.get(f"/api/v1/ozon/imports/{task_id}", headers=AUTH)
+        assert response.status_code == 400, (task_id, response.text)
+        assert "task_id" in response.json()["detail"]
+    assert ozon.calls("/v1/product/import/info") == []

@@ -179,9 +179,13 @@ async def publish_job(
     }
 
 
+# Ozon's import task ids are int64.
+MAX_TASK_ID = 2**63 - 1
+
+
 @router.get("/imports/{task_id}")
 async def import_status(
-    task_id: Annotated[int, Path(gt=0)], creds: OzonCredentialsDep, plugin: OzonPluginDep
+    task_id: Annotated[int, Path(gt=0, le=MAX_TASK_ID)], creds: OzonCredentialsDep, plugin: OzonPluginDep
 ) -> dict[str, Any]:
     """Where a picture import stands now, per product (for imports still pending when publish answered)."""
     statuses = await plugin.client.import_info(creds, task_id)
