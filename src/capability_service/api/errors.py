@@ -64,6 +64,10 @@ def _message(error: dict[str, Any]) -> str:
     if "Expected UploadFile" in message:
         # FastAPI's words name a Python class; the caller sent a plain form field where a file goes.
         return "expected an uploaded file (a multipart part with a filename), got a plain form field"
+    cause = (error.get("ctx") or {}).get("error")
+    if error.get("type") == "value_error" and cause is not None:
+        # Our validators' own words, without pydantic's "Value error, " in front.
+        return str(cause)
     return message
 
 
