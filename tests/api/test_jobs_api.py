@@ -174,6 +174,17 @@ async def test_malformed_json_is_400(client: httpx.AsyncClient) -> None:
     assert response.status_code == 400
 
 
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded"])
+async def test_a_job_sent_as_another_content_type_is_400_naming_json(
+    client: httpx.AsyncClient, content_type: str
+) -> None:
+    body = b'{"type": "batch_optimization", "source_image_urls": ["https://example.com/a.jpg"]}'
+    response = await client.post("/api/v1/ai/job", content=body, headers={**AUTH, "Content-Type": content_type})
+    assert response.status_code == 400, response.text
+    assert "Content-Type: application/json" in response.json()["detail"]
+    assert content_type in response.json()["detail"]
+
+
 @pytest.mark.parametrize(
     ("body", "words"),
     [

@@ -250,8 +250,12 @@ class JobBodyRequest(Request):
         self._max_source_bytes = max_source_bytes
 
     async def body(self) -> bytes:
-        if not _is_json(self.headers.get("content-type")):
-            return await super().body()
+        content_type = self.headers.get("content-type")
+        if not _is_json(content_type):
+            # Read as bytes, the JSON would fail as "not a valid dictionary"; the header is what to fix.
+            raise HTTPException(
+                400, detail=f"send the job as JSON with Content-Type: application/json (this body is {content_type})"
+            )
         if not hasattr(self, "_json"):
             self._json = await read_job_json(self.stream(), self._max_source_bytes)
         return _READ_AS_IT_CAME
