@@ -10,6 +10,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from capability_service.storage.local import is_relative_reference
+
 
 class JobStatus(StrEnum):
     pending = "pending"  # accepted and waiting for a slot
@@ -60,7 +62,7 @@ def summarize_source(url: str) -> str:
 def resolve_result_url(url: str | None, base_url: str) -> str | None:
     """A result URL as a caller can fetch it: a relative reference (`/files/...`, what local storage keeps
     when no public base is configured) is resolved against `base_url`, the address the caller used."""
-    if url is not None and url.startswith("/") and not url.startswith("//"):
+    if url is not None and is_relative_reference(url):
         return base_url.rstrip("/") + url
     return url
 
